@@ -1,0 +1,46 @@
+# modelstream — `make demo` and `make test` do all the set-up on a fresh machine.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+NODE_DIR := tests/interop/node
+
+.PHONY: install demo test test-fast bench lint system-deps clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## demo: the whole stack on this machine, with demo traffic and a closing summary
+demo: $(STAMP)
+	$(VENV)/bin/modelstream demo
+
+## system-deps: Debian's kcat and the kafkajs client used by the interoperability tests
+system-deps:
+	@command -v kcat >/dev/null 2>&1 || { \
+	  echo "installing kcat (Debian package)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq kcat >/dev/null; }
+	@if command -v npm >/dev/null 2>&1 && [ ! -d $(NODE_DIR)/node_modules/kafkajs ]; then \
+	  echo "installing kafkajs (npm)"; npm ci --prefix $(NODE_DIR) --silent --no-audit --no-fund; fi
+
+## test: the whole suite (unit, integration against real broker and Valkey, end-to-end CLI)
+test: $(STAMP) system-deps
+	$(VENV)/bin/pytest -q
+
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q tests/unit
+
+## bench: throughput and latency against raw Kafka passthrough, as ratios
+bench: $(STAMP)
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check services tests bench
+	$(VENV)/bin/mypy services
+
+clean:
+	rm -rf var .pytest_cache

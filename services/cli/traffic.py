@@ -1,0 +1,103 @@
+"""Demo and benchmark traffic: Agrawal feature events as a producer would send them, with
+partial updates and a share of deliberately bad events (each kind named, for reconciliation)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import orjson
+
+from ..models.agrawal import AGRAWAL_FEATURES, generate
+
+__all__ = ["BAD_KINDS", "TrafficEvent", "agrawal_events"]
+
+NAMES = [f.name for f in AGRAWAL_FEATURES]
+
+# Each bad kind and the reason code ingest must give it.
+BAD_KINDS: dict[str, str] = {
+    "not_json": "not_json",
+    "missing_entity": "missing_entity_id",
+    "out_of_range": "out_of_range",
+    "unknown_category": "unknown_category",
+    "wrong_type": "wrong_type",
+    "non_finite": "non_finite",
+    "unknown_model": "unknown_model",
+}
+
+
+@dataclass(slots=True)
+class TrafficEvent:
+    key: bytes
+    value: bytes
+    kind: str  # "full", "partial" or a BAD_KINDS key
+    event_id: str
+    label: int | None
+
+
+def agrawal_events(
+    n: int,
+    *,
+    seed: int = 7,
+    entities: int = 5000,
+    partial_rate: float = 0.2,
+    bad_rate: float = 0.03,
+    classification_function: int = 0,
+    id_prefix: str = "e",
+) -> Iterator[TrafficEvent]:
+    rng = random.Random(seed)
+    x, y = generate(n, seed=seed, classification_function=classification_function)
+    seen: list[str] = []
+    for i in range(n):
+        row = x[i]
+        entity = f"c-{rng.randrange(entities)}"
+        features: dict[str, object] = {}
+        for j, spec in enumerate(AGRAWAL_FEATURES):
+            v = float(row[j])
+            features[spec.name] = int(v) if spec.type != "float" else round(v, 2)
+        event_id = f"{id_prefix}-{i}"
+        kind = "full"
+        if seen and rng.random() < partial_rate:
+            entity = rng.choice(seen)
+            keep = rng.sample(NAMES, k=rng.randint(1, 3))
+            features = {k: features[k] for k in keep}
+            kind = "partial"
+        event: dict[str, object] = {
+            "event_id": event_id,
+            "entity_id": entity,
+            "event_time": int(time.time() * 1000),
+            "model": "agrawal",
+            "features": features,
+        }
+        value: bytes
+        if rng.random() < bad_rate:
+            kind = rng.choice(list(BAD_KINDS))
+            value = _spoil(kind, event)
+        else:
+            value = orjson.dumps(event)
+            if kind == "full":
+                seen.append(entity)
+        yield TrafficEvent(entity.encode(), value, kind, event_id, int(y[i]))
+
+
+def _spoil(kind: str, event: dict[str, object]) -> bytes:
+    feats = dict(event["features"])  # type: ignore[call-overload]
+    if kind == "not_json":
+        return orjson.dumps(event)[:-7] + b"}"
+    if kind == "missing_entity":
+        event = {k: v for k, v in event.items() if k != "entity_id"}
+    elif kind == "out_of_range":
+        feats["age"] = 250
+    elif kind == "unknown_category":
+        feats["car"] = 99
+    elif kind == "wrong_type":
+        feats["salary"] = "lots"
+    elif kind == "non_finite":
+        return orjson.dumps({**event, "features": {**feats, "loan": 0.0}}).replace(
+            b'"loan":0.0', b'"loan":NaN'
+        )
+    elif kind == "unknown_model":
+        event = {**event, "model": "no-such-model"}
+    return orjson.dumps({**event, "features": feats})

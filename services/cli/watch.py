@@ -1,0 +1,98 @@
+"""Counting what comes out of the pipeline, from the topics themselves (used by the demo,
+the benchmarks and the tests): valid events, rejections by reason, predictions, latency."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from confluent_kafka import Consumer, TopicPartition
+
+from ..runtime import topics
+from ..runtime.serde import EventDecoder
+from ..runtime.settings import Settings
+
+__all__ = ["PipelineWatcher", "WatchCounts"]
+
+
+@dataclass
+class WatchCounts:
+    valid: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    predictions: int = 0
+    prediction_ids: set[str] = field(default_factory=set)
+    e2e_ms: list[float] = field(default_factory=list)
+    service_ms: list[float] = field(default_factory=list)
+    labels: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def latency(self, q: float, which: str = "e2e") -> float:
+        data = self.e2e_ms if which == "e2e" else self.service_ms
+        return float(np.percentile(data, q)) if data else float("nan")
+
+
+class PipelineWatcher:
+    """Reads features.valid, features.dlq and predictions from their current end onwards."""
+
+    def __init__(self, settings: Settings) -> None:
+        t = settings.topics
+        self.names = {t.features_valid: "valid", t.features_dlq: "dlq", t.predictions: "pred"}
+        self.decoders = {
+            t.features_valid: EventDecoder(topics.FEATURES_VALID, max_bytes=1 << 22),
+            t.features_dlq: EventDecoder(topics.FEATURES_DLQ, max_bytes=1 << 22),
+            t.predictions: EventDecoder(topics.PREDICTIONS, max_bytes=1 << 22),
+        }
+        self.counts = WatchCounts()
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self.consumer = Consumer(
+            settings.kafka_config(
+                **{"group.id": "modelstream-watch", "enable.auto.commit": False,
+                   "fetch.wait.max.ms": 10}
+            )
+        )
+        md = self.consumer.list_topics(timeout=10)
+        assignment = []
+        for name in self.names:
+            for p in md.topics[name].partitions:
+                high = self.consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+                assignment.append(TopicPartition(name, p, high))
+        self.consumer.assign(assignment)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> PipelineWatcher:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(10)
+        self.consumer.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msgs = self.consumer.consume(5000, timeout=0.1)
+            now_ms = time.time() * 1000
+            with self.lock:
+                c = self.counts
+                for msg in msgs:
+                    if msg.error():
+                        continue
+                    kind = self.names[msg.topic()]
+                    rec = self.decoders[msg.topic()].decode(msg.value())
+                    if kind == "valid":
+                        c.valid += 1
+                    elif kind == "dlq":
+                        c.rejected[rec["reason"]] += 1
+                    else:
+                        c.predictions += 1
+                        c.prediction_ids.add(rec["prediction_id"])
+                        c.labels[rec["label"]] += 1
+                        c.e2e_ms.append(now_ms - rec["event_time"])
+                        c.service_ms.append(rec["latency_ms"])

@@ -1,0 +1,125 @@
+"""predict: scores every complete feature vector on ``features.valid`` with the model's
+champion, in micro-batches, and publishes one prediction per event on ``predictions``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from confluent_kafka import Message
+
+from ..models import ArtifactStore, OnnxModel
+from ..runtime import metrics, topics
+from ..runtime.errors import DecodeError, ModelLoadError
+from ..runtime.loop import Output, StreamLoop
+from ..runtime.serde import EventDecoder, EventEncoder, dead_letter
+from ..runtime.settings import Settings
+from .scorer import VersionScorer
+
+__all__ = ["Predictor", "build"]
+
+SERVICE = "predict"
+log = logging.getLogger(__name__)
+
+
+class Predictor:
+    """The batch handler: decode → group by model → one ONNX run per model → publish."""
+
+    def __init__(self, settings: Settings, store: ArtifactStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.out_topic = settings.topics.predictions
+        self.dlq_topic = settings.topics.features_dlq
+        self.decoder = EventDecoder(
+            topics.FEATURES_VALID, max_bytes=settings.max_event_bytes * 4,
+            registry_url=settings.schema_registry_url,
+        )
+        self.encoder = EventEncoder(
+            topics.PREDICTIONS, settings.output_format, settings.schema_registry_url
+        )
+        self.dlq_encoder = EventEncoder(
+            topics.FEATURES_DLQ, settings.output_format, settings.schema_registry_url
+        )
+        self.scorers: dict[str, VersionScorer] = {}
+        self._refreshed = time.monotonic()
+        # The configured model must load: a broken artifact is an error, never a fallback.
+        self.scorers[settings.default_model] = self._load(
+            settings.default_model, settings.model_version
+        )
+
+    def _load(self, model: str, version: str | None) -> VersionScorer:
+        loaded = OnnxModel.load(self.store, model, version, threads=self.settings.ort_threads)
+        log.info("serving %s v%s as champion", model, loaded.card.version)
+        return VersionScorer(loaded)
+
+    def scorer(self, model: str) -> VersionScorer:
+        found = self.scorers.get(model)
+        if found is None:
+            try:
+                found = self.scorers[model] = self._load(model, None)
+            except ModelLoadError as exc:
+                raise DecodeError("model_unavailable", str(exc)) from exc
+        return found
+
+    def refresh(self) -> None:
+        """Follow the newest stored version of each model unless a version is pinned."""
+        if time.monotonic() - self._refreshed < 10 or self.settings.model_version:
+            return
+        self._refreshed = time.monotonic()
+        for model, current in list(self.scorers.items()):
+            latest = self.store.latest(model)
+            if latest and latest != current.version:
+                try:
+                    self.scorers[model] = self._load(model, latest)
+                except ModelLoadError as exc:
+                    log.error("keeping %s v%s: v%s failed to load: %s",
+                              model, current.version, latest, exc)
+
+    def __call__(self, batch: list[Message]) -> list[Output]:
+        outputs: list[Output] = []
+        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        now_ms = int(time.time() * 1000)
+        for msg in batch:
+            try:
+                event = self.decoder.decode(msg.value())
+                model = event.get("model") or self.settings.default_model
+                self.scorer(model)  # an unknown model is this event's problem, not the batch's
+                groups[model].append(event)
+            except DecodeError as exc:
+                outputs.append(self._reject(msg, exc, now_ms))
+                continue
+        encode = self.encoder.encode
+        topic = self.out_topic
+        for model, events in groups.items():
+            scorer = self.scorers[model]
+            predicted_at = int(time.time() * 1000)
+            predictions = scorer.score(events, predicted_at)
+            latency = metrics.PREDICTION_LATENCY.labels(model, scorer.version)
+            for p in predictions:
+                outputs.append(Output(topic, encode(p), p["entity_id"]))
+            for p in predictions:
+                latency.observe(p["latency_ms"] / 1000.0)
+            metrics.PREDICTIONS.labels(model, scorer.version, scorer.role).inc(len(predictions))
+        return outputs
+
+    def _reject(self, msg: Message, exc: DecodeError, now_ms: int) -> Output:
+        metrics.EVENTS_REJECTED.labels(SERVICE, exc.reason).inc()
+        record = dead_letter(
+            msg.value(), topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
+            reason=exc.reason, detail=exc.detail, service=SERVICE, now_ms=now_ms,
+        )
+        return Output(self.dlq_topic, self.dlq_encoder.encode(record), msg.key())
+
+
+def build(settings: Settings) -> StreamLoop:
+    predictor = Predictor(settings, ArtifactStore(settings.artifacts))
+    return StreamLoop(
+        settings,
+        service=SERVICE,
+        group_id=f"{settings.topic_prefix}modelstream-predict",
+        topics=[settings.topics.features_valid],
+        handler=predictor,
+        on_idle=predictor.refresh,
+    )

@@ -1,0 +1,217 @@
+"""The consume-batch → process → produce → commit loop every data-plane service runs.
+
+Delivery is at-least-once: offsets of a batch are committed only after every record the batch
+produced has been acknowledged by the broker. A record that fails delivery stops the service
+(the supervisor or Kubernetes restarts it, and the batch is consumed again). SIGTERM finishes
+the batch in hand, flushes, commits and leaves the group.
+
+Batches adapt to load: the loop blocks for the first record, then drains whatever else is
+already fetched, up to ``batch_size``. At low load a batch is one record (low latency); at
+high load batches fill up (high throughput).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaError, Message, TopicPartition
+
+from . import kafka, metrics
+from .errors import ModelstreamError
+from .settings import Settings
+
+__all__ = ["DeliveryFailed", "Output", "StreamLoop"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Output:
+    topic: str
+    value: bytes
+    key: bytes | str | None = None
+
+
+class DeliveryFailed(ModelstreamError):
+    """The broker did not acknowledge a record: the batch is not committed."""
+
+
+Handler = Callable[[list[Message]], Sequence[Output]]
+
+
+class StreamLoop:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        service: str,
+        group_id: str,
+        topics: list[str],
+        handler: Handler,
+        on_idle: Callable[[], None] | None = None,
+        consumer_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.topics = topics
+        self.handler = handler
+        self.on_idle = on_idle
+        self.assigned: list[tuple[str, int]] = []
+        self._running = False
+        self._failures: list[str] = []
+        self._committed: dict[tuple[str, int], int] = {}
+        self.consumer = kafka.consumer(
+            settings, group_id, stats_cb=self._on_stats, **(consumer_overrides or {})
+        )
+        self.producer = kafka.producer(settings)
+        self._in = {t: metrics.EVENTS_IN.labels(service, t) for t in topics}
+        self._out: dict[str, Any] = {}
+        self._batch_seconds = metrics.BATCH_SECONDS.labels(service)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+
+    def stop(self) -> None:
+        self._running = False
+
+    def ready(self) -> dict[str, object]:
+        return {"ready": self._running and bool(self.assigned), "assigned": len(self.assigned)}
+
+    def run(self, max_idle_seconds: float | None = None) -> None:
+        """Process until :meth:`stop` (or, for tests and benchmarks, until idle that long)."""
+        self.consumer.subscribe(
+            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        self._running = True
+        last_data = time.monotonic()
+        try:
+            while self._running:
+                batch = self._next_batch()
+                if batch:
+                    self._process(batch)
+                    last_data = time.monotonic()
+                else:
+                    self.producer.poll(0)
+                    if max_idle_seconds is not None and (
+                        time.monotonic() - last_data > max_idle_seconds
+                    ):
+                        break
+                if self.on_idle is not None:
+                    self.on_idle()
+        finally:
+            self._close()
+
+    # -- the loop body ---------------------------------------------------------------------
+
+    def _next_batch(self) -> list[Message]:
+        size = self.settings.batch_size
+        batch = self.consumer.consume(size, timeout=0)
+        if not batch:
+            first = self.consumer.poll(0.2)
+            if first is None:
+                return []
+            batch = [first, *self.consumer.consume(size - 1, timeout=0)]
+        records = []
+        for msg in batch:
+            err = msg.error()
+            if err is None:
+                records.append(msg)
+            elif err.code() == KafkaError._PARTITION_EOF:
+                continue
+            elif err.fatal():
+                raise ModelstreamError(f"fatal consumer error: {err}")
+            else:
+                log.warning("consumer error: %s", err)
+        return records
+
+    def _process(self, batch: list[Message]) -> None:
+        started = time.perf_counter()
+        for msg in batch:
+            self._in[msg.topic()].inc()
+        outputs = self.handler(batch)
+        self._produce(outputs)
+        self._commit(batch)
+        self._batch_seconds.observe(time.perf_counter() - started)
+
+    def _produce(self, outputs: Sequence[Output]) -> None:
+        produce = self.producer.produce
+        counts: dict[str, int] = {}
+        for out in outputs:
+            while True:
+                try:
+                    produce(out.topic, out.value, out.key, on_delivery=self._on_delivery)
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)  # local queue full: let deliveries drain
+            counts[out.topic] = counts.get(out.topic, 0) + 1
+        remaining = self.producer.flush(30)
+        if remaining or self._failures:
+            detail = "; ".join(self._failures[:3]) or f"{remaining} records unacknowledged"
+            self._failures.clear()
+            raise DeliveryFailed(f"{self.service}: delivery failed, batch not committed: {detail}")
+        for topic, n in counts.items():
+            counter = self._out.get(topic)
+            if counter is None:
+                counter = self._out[topic] = metrics.EVENTS_OUT.labels(self.service, topic)
+            counter.inc(n)
+
+    def _commit(self, batch: list[Message]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for msg in batch:
+            last[(msg.topic(), msg.partition())] = msg.offset() + 1
+        self._committed.update(last)
+        offsets = [TopicPartition(t, p, o) for (t, p), o in last.items()]
+        # Asynchronous: a commit lost in a crash only means a replay, which ids make harmless.
+        self.consumer.commit(offsets=offsets, asynchronous=True)
+
+    def _commit_sync(self, only: set[tuple[str, int]] | None = None) -> None:
+        offsets = [
+            TopicPartition(t, p, o)
+            for (t, p), o in self._committed.items()
+            if only is None or (t, p) in only
+        ]
+        if offsets:
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            except Exception as exc:  # a failed final commit means a replay, not a loss
+                log.warning("final commit failed: %s", exc)
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self._failures.append(str(err))
+
+    def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.assigned = [(p.topic, p.partition) for p in partitions]
+        log.info("assigned %s", ", ".join(f"{t}[{p}]" for t, p in self.assigned) or "nothing")
+
+    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._commit_sync({(p.topic, p.partition) for p in partitions})
+        self.assigned = []
+
+    def _on_stats(self, raw: str) -> None:
+        stats = orjson.loads(raw)
+        for topic, tstats in stats.get("topics", {}).items():
+            for pid, pstats in tstats.get("partitions", {}).items():
+                lag = pstats.get("consumer_lag", -1)
+                if pid != "-1" and lag >= 0:
+                    metrics.CONSUMER_LAG.labels(self.service, topic, pid).set(lag)
+
+    def _close(self) -> None:
+        self._running = False
+        try:
+            self.producer.flush(10)
+            self._commit_sync()
+        finally:
+            self.consumer.close()
+        log.info("%s stopped", self.service)
+
+

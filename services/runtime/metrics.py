@@ -1,0 +1,104 @@
+"""Every Prometheus metric name of the shared runtime, and the per-service HTTP endpoint.
+
+Each service serves ``/metrics`` (Prometheus text), ``/healthz`` (alive) and ``/readyz`` (ready:
+connected and assigned) on its own port.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+__all__ = [
+    "BATCH_SECONDS",
+    "CONSUMER_LAG",
+    "EVENTS_IN",
+    "EVENTS_OUT",
+    "EVENTS_REJECTED",
+    "PREDICTION_LATENCY",
+    "PREDICTIONS",
+    "ServiceEndpoint",
+]
+
+EVENTS_IN = Counter(
+    "modelstream_events_in_total", "Records consumed", ["service", "topic"]
+)
+EVENTS_OUT = Counter(
+    "modelstream_events_out_total", "Records produced and acknowledged", ["service", "topic"]
+)
+EVENTS_REJECTED = Counter(
+    "modelstream_events_rejected_total",
+    "Records sent to a dead-letter topic, by reason",
+    ["service", "reason"],
+)
+BATCH_SECONDS = Histogram(
+    "modelstream_batch_seconds",
+    "Time to process, produce and commit one consumed batch",
+    ["service"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+CONSUMER_LAG = Gauge(
+    "modelstream_consumer_lag",
+    "Messages behind the partition high watermark",
+    ["service", "topic", "partition"],
+)
+PREDICTIONS = Counter(
+    "modelstream_predictions_total",
+    "Predictions published",
+    ["model", "version", "role"],
+)
+PREDICTION_LATENCY = Histogram(
+    "modelstream_prediction_latency_seconds",
+    "Event time on features.valid to prediction produced",
+    ["model", "version"],
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+)
+
+
+class ServiceEndpoint:
+    """A small threaded HTTP server: /metrics, /healthz and /readyz."""
+
+    def __init__(self, host: str, port: int, ready: Callable[[], dict[str, object]]) -> None:
+        self._ready = ready
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server API)
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    self._send(200, b'{"status":"ok"}', "application/json")
+                elif path == "/readyz":
+                    state = endpoint._ready()
+                    code = 200 if state.get("ready") else 503
+                    self._send(code, orjson.dumps(state), "application/json")
+                else:
+                    self._send(404, b"not found\n", "text/plain")
+
+            def _send(self, code: int, body: bytes, ctype: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass  # scrapes every few seconds would drown the service log
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> ServiceEndpoint:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

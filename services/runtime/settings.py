@@ -1,0 +1,161 @@
+"""Configuration: one frozen settings object read from ``MODELSTREAM_*`` environment variables.
+
+librdkafka options pass through untouched: ``MODELSTREAM_KAFKA_OPTIONS='{"linger.ms": "10"}'``.
+Secrets are ``SecretStr`` and may come from a file (``MODELSTREAM_KAFKA_SASL_PASSWORD_FILE``) so
+that they never sit in a process listing; ``redacted()`` is what logs and ``status`` print.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+from .topics import Topics
+
+__all__ = ["SERVICE_PORTS", "Settings", "redact_url"]
+
+# Default /metrics ports per service; `modelstream up` hands these to its children.
+SERVICE_PORTS: dict[str, int] = {
+    "ingest": 9301,
+    "predict": 9302,
+    "join": 9303,
+    "monitor": 9304,
+    "retrain": 9305,
+    "dashboard": 9300,
+}
+
+_SECRET_FILES = ("kafka_sasl_password", "redis_password", "admin_token")
+
+
+def redact_url(url: str) -> str:
+    """``redis://user:pw@host:6379/0`` → ``redis://user:***@host:6379/0``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELSTREAM_", frozen=True, extra="ignore")
+
+    # Servers. Unset means: `modelstream up` starts the embedded ones.
+    kafka_bootstrap: str | None = None
+    redis_url: str | None = None
+    kafka_port: int = 9092
+    redis_port: int = 6379
+    free_ports: bool = Field(False, description="fall back to free ports when the defaults are taken")
+
+    # Kafka security and pass-through librdkafka options.
+    kafka_security_protocol: str | None = None
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = None
+    kafka_options: dict[str, str] = Field(default_factory=dict)
+    redis_password: SecretStr | None = None
+
+    # Topics and formats.
+    topic_prefix: str = ""
+    partitions: int = 4
+    replication_factor: int = 1
+    output_format: Literal["json", "avro"] = "json"
+    schema_registry_url: str | None = None
+
+    # Models.
+    default_model: str = "agrawal"
+    model_version: str | None = None
+    data_dir: Path = Path("var")
+    artifact_dir: Path | None = None
+
+    # Processing.
+    batch_size: int = 1000
+    batch_timeout_ms: int = 20
+    max_event_bytes: int = 65536
+    feature_ttl_seconds: int = 30 * 24 * 3600
+    unknown_features: Literal["reject", "ignore"] = "reject"
+    ort_threads: int = 1
+
+    # Service runtime.
+    service_name: str = "modelstream"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "text"
+    admin_token: SecretStr | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        """``MODELSTREAM_<SECRET>_FILE`` names a file holding the secret (Kubernetes mounts)."""
+        import os
+
+        if not isinstance(data, dict):
+            return data
+        for name in _SECRET_FILES:
+            path = os.environ.get(f"MODELSTREAM_{name.upper()}_FILE")
+            if path and name not in data:
+                try:
+                    data[name] = Path(path).read_text().strip()
+                except OSError as exc:
+                    raise ConfigError(f"cannot read {name} from {path}: {exc}") from exc
+        return data
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    @property
+    def artifacts(self) -> Path:
+        return self.artifact_dir or self.data_dir / "artifacts"
+
+    def kafka_config(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka configuration for a client, with security options and pass-throughs."""
+        if not self.kafka_bootstrap:
+            raise ConfigError("no Kafka bootstrap servers: set MODELSTREAM_KAFKA_BOOTSTRAP")
+        conf: dict[str, Any] = {"bootstrap.servers": self.kafka_bootstrap}
+        if self.kafka_security_protocol:
+            conf["security.protocol"] = self.kafka_security_protocol
+        if self.kafka_sasl_mechanism:
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            conf["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password:
+            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_ca_location:
+            conf["ssl.ca.location"] = self.kafka_ssl_ca_location
+        conf.update(self.kafka_options)
+        conf.update(extra)
+        return conf
+
+    def redis_kwargs(self) -> dict[str, Any]:
+        if not self.redis_url:
+            raise ConfigError("no Redis URL: set MODELSTREAM_REDIS_URL")
+        kwargs: dict[str, Any] = {"url": self.redis_url}
+        if self.redis_password:
+            kwargs["password"] = self.redis_password.get_secret_value()
+        return kwargs
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings safe to print or log: secrets masked, passwords cut from URLs."""
+        out = self.model_dump(mode="json")
+        for name in _SECRET_FILES:
+            if out.get(name):
+                out[name] = "***"
+        if self.redis_url:
+            out["redis_url"] = redact_url(self.redis_url)
+        out["kafka_options"] = {
+            k: ("***" if "password" in k or "secret" in k else v)
+            for k, v in self.kafka_options.items()
+        }
+        return out
+
+    def service_port(self, service: str) -> int:
+        if self.metrics_port is not None:
+            return self.metrics_port
+        return SERVICE_PORTS.get(service, 0)

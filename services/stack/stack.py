@@ -1,0 +1,196 @@
+"""``modelstream up``: the embedded servers, the topics, the demo model and every service,
+supervised, with the endpoints written to ``<data_dir>/stack.json`` for ``modelstream status``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..runtime import kafka
+from ..runtime.settings import Settings
+from .embedded import EmbeddedServer, start_broker, start_valkey
+from .processes import free_port, port_is_free
+from .supervisor import ServiceProcess, Supervisor
+
+__all__ = ["DATA_PLANE", "Stack", "read_state"]
+
+log = logging.getLogger(__name__)
+
+DATA_PLANE: tuple[str, ...] = ("ingest", "predict")
+
+
+def state_path(settings: Settings) -> Path:
+    return settings.data_dir / "stack.json"
+
+
+def read_state(settings: Settings) -> dict[str, Any] | None:
+    path = state_path(settings)
+    if not path.exists():
+        return None
+    return dict(orjson.loads(path.read_bytes()))
+
+
+class Stack:
+    def __init__(
+        self,
+        settings: Settings,
+        services: Sequence[str] = DATA_PLANE,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        self.settings = settings
+        self.service_names = list(services)
+        self.say = say
+        self.broker: EmbeddedServer | None = None
+        self.valkey: EmbeddedServer | None = None
+        self.supervisor = Supervisor(say=say)
+        self.state: dict[str, Any] = {}
+        self._stopping = False
+
+    @property
+    def log_dir(self) -> Path:
+        return self.settings.data_dir / "logs"
+
+    def start(self) -> Settings:
+        """Start everything; returns the settings the services run with (resolved servers)."""
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        bootstrap, redis_url = s.kafka_bootstrap, s.redis_url
+        try:
+            if not bootstrap:
+                self.broker = start_broker(s.kafka_port, self.log_dir, allow_free=s.free_ports)
+                bootstrap = self.broker.url
+                self.say(f"broker  kafka://{bootstrap}  (embedded tansu, memory storage)")
+            else:
+                self.say(f"broker  kafka://{bootstrap}  (external)")
+            if not redis_url:
+                self.valkey = start_valkey(s.redis_port, self.log_dir, allow_free=s.free_ports)
+                redis_url = self.valkey.url
+                self.say(f"redis   {redis_url}  (embedded valkey)")
+            else:
+                self.say("redis   (external, from MODELSTREAM_REDIS_URL)")
+            resolved = s.model_copy(
+                update={"kafka_bootstrap": bootstrap, "redis_url": redis_url,
+                        "data_dir": s.data_dir.resolve()}
+            )
+            topics = kafka.create_topics(resolved)
+            self.say(f"topics  {len(topics)} ready ({s.partitions} partitions each)")
+            self._ensure_model(resolved)
+            self._start_services(resolved)
+            self._write_state(resolved, topics)
+            return resolved
+        except BaseException:
+            self.stop()
+            raise
+
+    def _ensure_model(self, settings: Settings) -> None:
+        from ..models import ArtifactStore
+        from ..models.agrawal import ensure_demo_model
+
+        store = ArtifactStore(settings.artifacts)
+        if not store.models():
+            card = ensure_demo_model(store)
+            acc = card.metrics.get("accuracy", float("nan"))
+            self.say(f"model   {card.name} v{card.version} trained and stored (holdout acc {acc:.3f})")
+        else:
+            for name in store.models():
+                self.say(f"model   {name} v{store.latest(name)}")
+
+    def _start_services(self, settings: Settings) -> None:
+        env = {
+            "MODELSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+            "MODELSTREAM_REDIS_URL": settings.redis_url or "",
+            "MODELSTREAM_DATA_DIR": str(settings.data_dir),
+        }
+        for name in self.service_names:
+            port = settings.service_port(name)
+            if not port or not port_is_free(port):
+                port = free_port()
+            svc = ServiceProcess(
+                name=name,
+                env={**env, "MODELSTREAM_METRICS_PORT": str(port), "MODELSTREAM_SERVICE_NAME": name},
+                log_path=self.log_dir / f"{name}.log",
+            )
+            self.supervisor.add(svc)
+            self.state.setdefault("services", {})[name] = {
+                "pid": svc.pid,
+                "metrics": f"http://127.0.0.1:{port}/metrics",
+                "health": f"http://127.0.0.1:{port}/healthz",
+                "ready": f"http://127.0.0.1:{port}/readyz",
+                "log": str(svc.log_path),
+            }
+            self.say(f"service {name:<8} pid {svc.pid}  metrics http://127.0.0.1:{port}/metrics")
+
+    def _write_state(self, settings: Settings, topics: dict[str, int]) -> None:
+        self.state.update(
+            {
+                "pid": os.getpid(),
+                "started_at": int(time.time() * 1000),
+                "broker": settings.kafka_bootstrap,
+                "redis": settings.redis_url if self.valkey else "external",
+                "embedded": {"broker": self.broker is not None, "redis": self.valkey is not None},
+                "topic_prefix": settings.topic_prefix,
+                "topics": topics,
+                "data_dir": str(settings.data_dir),
+            }
+        )
+        state_path(settings).write_bytes(orjson.dumps(self.state, option=orjson.OPT_INDENT_2))
+
+    def wait_ready(self, timeout: float = 60.0) -> bool:
+        """Wait until every service's /readyz answers 200 (assigned its partitions)."""
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        pending = dict(self.state.get("services", {}))
+        while pending and time.monotonic() < deadline:
+            for name, ep in list(pending.items()):
+                try:
+                    with urllib.request.urlopen(ep["ready"], timeout=1) as resp:
+                        if resp.status == 200:
+                            del pending[name]
+                except OSError:
+                    pass
+            self.check()
+            time.sleep(0.2)
+        return not pending
+
+    def supervise_until_signal(self, on_tick: Callable[[], None] | None = None) -> None:
+        def _stop(*_: object) -> None:
+            self._stopping = True
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        while not self._stopping:
+            self.check()
+            if on_tick:
+                on_tick()
+            time.sleep(0.5)
+
+    def check(self) -> None:
+        """Restart crashed services; keep the pids in stack.json current."""
+        self.supervisor.check()
+        services = self.state.get("services", {})
+        changed = False
+        for name, svc in self.supervisor.services.items():
+            if name in services and svc.pid != services[name]["pid"]:
+                services[name]["pid"] = svc.pid
+                changed = True
+        if changed:
+            state_path(self.settings).write_bytes(
+                orjson.dumps(self.state, option=orjson.OPT_INDENT_2)
+            )
+
+    def stop(self) -> None:
+        self.supervisor.stop()
+        for server in (self.broker, self.valkey):
+            if server is not None:
+                server.stop()
+        path = state_path(self.settings)
+        if self.state and path.exists():
+            path.unlink()

@@ -1,0 +1,173 @@
+"""End to end, as the README tells a user: `modelstream up`, then kcat, kafkajs, the CLI and
+an HTTP scrape of /metrics from outside. Everything here runs as separate processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from services.stack.processes import free_port
+from tests.helpers import FULL
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "services.cli.main"]
+
+
+class Up:
+    def __init__(self, proc: subprocess.Popen[str], env: dict[str, str], data: Path) -> None:
+        self.proc, self.env, self.data = proc, env, data
+
+    def cli(self, *args: str, stdin: str | None = None, timeout: float = 60) -> str:
+        res = subprocess.run([*CLI, *args], env=self.env, input=stdin, capture_output=True,
+                             text=True, timeout=timeout)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    def state(self) -> dict:
+        return orjson.loads((self.data / "stack.json").read_bytes())
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    data = tmp_path_factory.mktemp("up")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSTREAM_")}
+    env.update({
+        "MODELSTREAM_DATA_DIR": str(data),
+        "MODELSTREAM_KAFKA_PORT": str(free_port()),
+        "MODELSTREAM_REDIS_PORT": str(free_port()),
+        "MODELSTREAM_FREE_PORTS": "true",
+    })
+    proc = subprocess.Popen([*CLI, "up"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=data)
+    lines = []
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "modelstream is up" in line or proc.poll() is not None:
+            break
+    assert any("modelstream is up" in ln for ln in lines), "".join(lines)
+    yield Up(proc, env, data)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_status_json_lists_every_endpoint(up: Up) -> None:
+    report = orjson.loads(up.cli("status", "--json"))
+    assert report["broker"].startswith("127.0.0.1:")
+    assert report["redis"].startswith("redis://127.0.0.1:")
+    assert report["topics"][ "features"]["partitions"] == 4
+    assert report["topics"]["model.events"]["partitions"] == 1
+    for name in ("ingest", "predict"):
+        svc = report["services"][name]
+        assert svc["status"] == "ready", svc
+        assert svc["metrics"].endswith("/metrics") and svc["health"].endswith("/healthz")
+    text = up.cli("status")
+    assert "consumer groups" in text and "modelstream-predict" in text
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is installed by `make test`")
+def test_kcat_round_trip(up: Up) -> None:
+    lines = "".join(
+        f"kc-{i}:" + orjson.dumps({"event_id": f"kcat-{i}", "entity_id": f"kc-{i}",
+                                    "features": {**FULL, "age": 20 + i}}).decode() + "\n"
+        for i in range(10)
+    )
+    up.cli("kcat", "-P", "-t", "features", "-K:", stdin=lines)
+    deadline = time.monotonic() + 60
+    found: dict[str, dict] = {}
+    while time.monotonic() < deadline and len(found) < 10:
+        out = up.cli("kcat", "-C", "-t", "predictions", "-o", "beginning", "-e", "-q")
+        for ln in out.splitlines():
+            rec = orjson.loads(ln)
+            if rec["event_id"].startswith("kcat-"):
+                found[rec["event_id"]] = rec
+        time.sleep(0.5)
+    assert len(found) == 10
+    young, old = found["kcat-0"], found["kcat-9"]  # ages 20 and 29
+    assert young["model"] == "agrawal" and young["features"]["age"] == 20
+    assert old["label"] in {"0", "1"}
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js")
+def test_kafkajs_client_round_trip(up: Up) -> None:
+    script = ROOT / "tests/interop/node/interop.js"
+    if not (script.parent / "node_modules/kafkajs").exists():
+        pytest.skip("kafkajs is installed by `make test`")
+    res = subprocess.run(["node", str(script), up.state()["broker"], "", "15"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = orjson.loads(res.stdout)
+    assert out["sent"] == 15 and len(out["predictions"]) == 15
+    assert {p["role"] for p in out["predictions"]} == {"champion"}
+
+
+def test_produce_tail_and_metrics_scrape(up: Up) -> None:
+    good = orjson.dumps({"event_id": "cli-1", "entity_id": "cli-c1", "features": FULL}).decode()
+    bad = orjson.dumps({"event_id": "cli-2", "entity_id": "cli-c2",
+                        "features": {**FULL, "age": 500}}).decode()
+    up.cli("produce", "features", stdin=f"{good}\n{bad}\n")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        dlq = [orjson.loads(ln) for ln in
+               up.cli("tail", "features.dlq", "--from-beginning").splitlines()]
+        preds = [orjson.loads(ln) for ln in
+                 up.cli("tail", "predictions", "--from-beginning").splitlines()]
+        if any(r.get("reason") == "out_of_range" for r in dlq) and any(
+            p["event_id"] == "cli-1" for p in preds
+        ):
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the produced events did not come out")
+    metrics_url = up.state()["services"]["ingest"]["metrics"]
+    body = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    assert 'modelstream_events_rejected_total{reason="out_of_range",service="ingest"}' in body
+    assert "modelstream_events_in_total" in body
+    pbody = urllib.request.urlopen(up.state()["services"]["predict"]["metrics"]).read().decode()
+    assert 'modelstream_predictions_total{model="agrawal",role="champion",version="1"}' in pbody
+
+
+def test_supervisor_restarts_a_crashed_service(up: Up) -> None:
+    pid = up.state()["services"]["predict"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        report = orjson.loads(up.cli("status", "--json"))
+        if report["services"]["predict"]["status"] == "ready":
+            break
+        time.sleep(0.5)
+    assert report["services"]["predict"]["status"] == "ready"
+    log = (up.data / "logs" / "predict.log").read_text()
+    assert log  # the restarted service logs into the same file
+
+
+def test_ctrl_c_stops_everything(up: Up) -> None:
+    pids = [svc["pid"] for svc in up.state()["services"].values()]
+    up.proc.send_signal(signal.SIGINT)
+    assert up.proc.wait(60) == 0
+    time.sleep(0.5)
+    assert not [p for p in pids if _alive(p)]
+    assert not (up.data / "stack.json").exists()
