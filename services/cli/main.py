@@ -64,13 +64,16 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one service in the foreground (containers use this)")
     run.add_argument("service", choices=SERVICES)
 
-    kc = sub.add_parser("kcat", help="run Debian's kcat against the broker (extra args pass on)",
-                        add_help=False)
+    kc = sub.add_parser("kcat", help="run Debian's kcat against the broker (extra args pass on)")
     kc.add_argument("args", nargs=argparse.REMAINDER)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["kcat"] and not argv[1:2] == ["--help"]:
+        # Everything after `kcat` is kcat's own, flags included: no argparse in between.
+        argv = ["kcat", "--", *argv[1:]]
     args = _parser().parse_args(argv)
     try:
         sys.exit(_dispatch(args) or 0)
@@ -116,7 +119,8 @@ def _dispatch(args: argparse.Namespace) -> int | None:
     if args.command == "kcat":
         from .kcat import run_kcat
 
-        run_kcat(args.args, settings.kafka_bootstrap or "127.0.0.1:9092")
+        kcat_args = args.args[1:] if args.args[:1] == ["--"] else args.args
+        run_kcat(kcat_args, settings.kafka_bootstrap or "127.0.0.1:9092")
     return 0
 
 

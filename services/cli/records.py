@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from ..runtime import kafka
 from ..runtime.errors import DecodeError
-from ..runtime.serde import EventDecoder
+from ..runtime.serde import EventDecoder, EventEncoder
 from ..runtime.settings import Settings
 
 __all__ = ["produce_lines", "tail"]
@@ -51,6 +51,7 @@ def tail(
     """Print records as JSON lines (Avro decoded); returns how many were printed."""
     topic = settings.topics.name(topic_base)
     decoder = EventDecoder(topic_base, max_bytes=1 << 24, registry_url=settings.schema_registry_url)
+    as_json = EventEncoder(topic_base, "json").encode  # bytes fields print as base64
     consumer = Consumer(settings.kafka_config(**{"group.id": "modelstream-tail",
                                                  "enable.auto.commit": False}))
     try:
@@ -78,7 +79,8 @@ def tail(
                 record = decoder.decode(msg.value())
             except DecodeError as exc:
                 record = {"undecodable": exc.reason, "detail": exc.detail}
-            out.write(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
+            line = as_json(record) if "undecodable" not in record else orjson.dumps(record)
+            out.write(line.decode() + "\n")
             out.flush()
             printed += 1
         return printed

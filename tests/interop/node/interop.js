@@ -42,8 +42,10 @@ async function main() {
   await producer.send({ topic: `${prefix}features`, messages });
   await producer.disconnect();
 
-  const timeout = new Promise((resolve) => setTimeout(resolve, 60000));
+  let timer;
+  const timeout = new Promise((resolve) => { timer = setTimeout(resolve, 60000); });
   await Promise.race([done, timeout]);
+  clearTimeout(timer);
   await consumer.disconnect();
   console.log(JSON.stringify({ sent: count, predictions: [...seen.values()] }));
 }
