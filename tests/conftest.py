@@ -24,7 +24,9 @@ _counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedServer, EmbeddedServer]]:
+def servers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[EmbeddedServer, EmbeddedServer]]:
     logs = tmp_path_factory.mktemp("servers")
     broker = start_broker(free_port(), logs)
     valkey = start_valkey(free_port(), logs)

@@ -28,7 +28,8 @@ def _view(sent: int, total: int, kinds: Counter[str], c: WatchCounts, elapsed: f
     table.add_column("detail")
     pct = 100.0 * sent / total if total else 0.0
     bar = "█" * int(pct / 4) + "·" * (25 - int(pct / 4))
-    table.add_row("produced to features", f"{sent:,}", f"{bar} {pct:5.1f}%  {sent / max(elapsed, 1e-9):,.0f}/s")
+    rate = sent / max(elapsed, 1e-9)
+    table.add_row("produced to features", f"{sent:,}", f"{bar} {pct:5.1f}%  {rate:,.0f}/s")
     table.add_row("  of which partial updates", f"{kinds['partial']:,}", "completed from Redis")
     bad = sum(kinds[k] for k in BAD_KINDS)
     table.add_row("  of which deliberately bad", f"{bad:,}", "must all reach features.dlq")
@@ -72,7 +73,8 @@ def run_demo(settings: Settings, *, events: int, rate: float, timeout: float = 1
                     if ahead > 0:
                         time.sleep(ahead)
                     with watcher.lock:
-                        live.update(_view(sent, events, kinds, watcher.counts, time.monotonic() - started))
+                        elapsed = time.monotonic() - started
+                        live.update(_view(sent, events, kinds, watcher.counts, elapsed))
                     stack.check()
             producer.flush(30)
             produce_seconds = time.monotonic() - started
@@ -121,8 +123,10 @@ def _summary(console: Console, sent: int, kinds: Counter[str], c: WatchCounts, s
         and c.rejected == expected
     )
     if ok:
-        console.print(f"[green]reconciled: {sent:,} in = {c.valid:,} valid + "
-                      f"{c.rejected_total:,} rejected; every valid event has its prediction[/green]")
+        console.print(
+            f"[green]reconciled: {sent:,} in = {c.valid:,} valid + {c.rejected_total:,} "
+            "rejected; every valid event has its prediction[/green]"
+        )
         return 0
     console.print(f"[red]not reconciled: in {sent}, valid {c.valid}, rejected {dict(c.rejected)} "
                   f"(expected {dict(expected)}), predictions {len(c.prediction_ids)}[/red]")

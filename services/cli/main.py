@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["kcat"] and not argv[1:2] == ["--help"]:
+    if argv[:1] == ["kcat"] and argv[1:2] != ["--help"]:
         # Everything after `kcat` is kcat's own, flags included: no argparse in between.
         argv = ["kcat", "--", *argv[1:]]
     args = _parser().parse_args(argv)
@@ -171,7 +171,7 @@ def _status(settings: Settings, as_json: bool) -> int:
     for name, t in sorted(report["topics"].items()):
         print(f"  {name:<28} {t['partitions']:>3} partitions {t['messages']:>12,} messages")
     print("consumer groups")
-    for svc, g in report["consumer_groups"].items():
+    for g in report["consumer_groups"].values():
         print(f"  {g['group']:<28} on {g['topic']:<20} lag {g['lag']:,}")
     print("services")
     for name, h in report["services"].items():

@@ -84,8 +84,9 @@ class PipelineWatcher:
                 for msg in msgs:
                     if msg.error():
                         continue
-                    kind = self.names[msg.topic()]
-                    rec = self.decoders[msg.topic()].decode(msg.value())
+                    topic = msg.topic() or ""
+                    kind = self.names[topic]
+                    rec = self.decoders[topic].decode(msg.value())
                     if kind == "valid":
                         c.valid += 1
                     elif kind == "dlq":

@@ -102,14 +102,15 @@ class FeatureStore:
         loads = orjson.loads
         for reply in replies:
             if reply[0] == 1:
-                it = iter(reply[1:])
-                results.append(MergeResult({k.decode(): loads(v) for k, v in zip(it, it)}, []))
+                pairs = reply[1:]
+                vector = {pairs[i].decode(): loads(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+                results.append(MergeResult(vector, []))
             else:
                 results.append(MergeResult(None, [m.decode() for m in reply[1:]]))
         return results
 
     def get(self, model: str, entity_id: str) -> dict[str, Any]:
-        raw = self.client.hgetall(self.key(model, entity_id))
+        raw: dict[bytes, bytes] = self.client.hgetall(self.key(model, entity_id))  # type: ignore[assignment]
         return {
             k.decode()[2:]: orjson.loads(v) for k, v in raw.items() if k.startswith(b"v:")
         }

@@ -10,10 +10,11 @@ from typing import Any
 from confluent_kafka import Message
 
 from ..models import ArtifactStore
-from ..runtime import metrics, topics
+from ..runtime import topics
+from ..runtime.deadletter import DeadLetters
 from ..runtime.errors import DecodeError, ValidationError
 from ..runtime.loop import Output, StreamLoop
-from ..runtime.serde import EventDecoder, EventEncoder, dead_letter
+from ..runtime.serde import EventDecoder, EventEncoder
 from ..runtime.service import redis_client
 from ..runtime.settings import Settings
 from .catalog import ModelCatalog
@@ -29,9 +30,7 @@ class FeatureIngestor:
     """The batch handler: decode → validate → merge (one Redis round trip) → publish."""
 
     def __init__(self, settings: Settings, store: FeatureStore, catalog: ModelCatalog) -> None:
-        t = settings.topics
-        self.valid_topic = t.features_valid
-        self.dlq_topic = t.features_dlq
+        self.valid_topic = settings.topics.features_valid
         self.default_model = settings.default_model
         self.store = store
         self.catalog = catalog
@@ -42,10 +41,7 @@ class FeatureIngestor:
         self.valid_encoder = EventEncoder(
             topics.FEATURES_VALID, settings.output_format, settings.schema_registry_url
         )
-        self.dlq_encoder = EventEncoder(
-            topics.FEATURES_DLQ, settings.output_format, settings.schema_registry_url
-        )
-        self._rejected: dict[str, Any] = {}
+        self.dead_letters = DeadLetters(settings, SERVICE, topics.FEATURES_DLQ)
 
     def __call__(self, batch: list[Message]) -> list[Output]:
         outputs: list[Output] = []
@@ -63,7 +59,7 @@ class FeatureIngestor:
                     raise ValidationError("unknown_model", f"no deployed model named {model!r}")
                 features = validator.features(raw)
             except DecodeError as exc:
-                outputs.append(self._reject(msg, exc.reason, exc.detail, now_ms))
+                outputs.append(self.dead_letters.output(msg, exc.reason, exc.detail, now_ms))
                 continue
             pending.append((msg, event_id, entity_id, event_time, model, features))
 
@@ -76,7 +72,7 @@ class FeatureIngestor:
         ):
             if result.features is None:
                 detail = f"required features absent from the event and the store: {result.missing}"
-                outputs.append(self._reject(msg, "missing_feature", detail, now_ms))
+                outputs.append(self.dead_letters.output(msg, "missing_feature", detail, now_ms))
                 continue
             record = {
                 "event_id": event_id,
@@ -89,16 +85,6 @@ class FeatureIngestor:
             outputs.append(Output(self.valid_topic, encode(record), entity_id))
         return outputs
 
-    def _reject(self, msg: Message, reason: str, detail: str, now_ms: int) -> Output:
-        counter = self._rejected.get(reason)
-        if counter is None:
-            counter = self._rejected[reason] = metrics.EVENTS_REJECTED.labels(SERVICE, reason)
-        counter.inc()
-        record = dead_letter(
-            msg.value(), topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
-            reason=reason, detail=detail, service=SERVICE, now_ms=now_ms,
-        )
-        return Output(self.dlq_topic, self.dlq_encoder.encode(record), msg.key())
 
 
 def build(settings: Settings) -> StreamLoop:

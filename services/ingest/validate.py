@@ -89,7 +89,8 @@ def _numeric(name: str, kind: str, lo: float | None, hi: float | None) -> Check:
     def check(value: Any) -> Canonical:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValidationError(
-                "wrong_type", f"{name}: expected a number, got {type(value).__name__} {_show(value)}"
+                "wrong_type",
+                f"{name}: expected a number, got {type(value).__name__} {_show(value)}",
             )
         if not math.isfinite(value):
             raise ValidationError("non_finite", f"{name}: {value} is not a finite number")
@@ -118,7 +119,8 @@ def _category(name: str, categories: Iterable[int | str]) -> Check:
     def check(value: Any) -> Canonical:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise ValidationError(
-                "wrong_type", f"{name}: expected a category, got {type(value).__name__} {_show(value)}"
+                "wrong_type",
+                f"{name}: expected a category, got {type(value).__name__} {_show(value)}",
             )
         if isinstance(value, float):
             if not math.isfinite(value):

@@ -12,9 +12,10 @@ from confluent_kafka import Message
 
 from ..models import ArtifactStore, OnnxModel
 from ..runtime import metrics, topics
+from ..runtime.deadletter import DeadLetters
 from ..runtime.errors import DecodeError, ModelLoadError
 from ..runtime.loop import Output, StreamLoop
-from ..runtime.serde import EventDecoder, EventEncoder, dead_letter
+from ..runtime.serde import EventDecoder, EventEncoder
 from ..runtime.settings import Settings
 from .scorer import VersionScorer
 
@@ -31,7 +32,6 @@ class Predictor:
         self.settings = settings
         self.store = store
         self.out_topic = settings.topics.predictions
-        self.dlq_topic = settings.topics.features_dlq
         self.decoder = EventDecoder(
             topics.FEATURES_VALID, max_bytes=settings.max_event_bytes * 4,
             registry_url=settings.schema_registry_url,
@@ -39,9 +39,7 @@ class Predictor:
         self.encoder = EventEncoder(
             topics.PREDICTIONS, settings.output_format, settings.schema_registry_url
         )
-        self.dlq_encoder = EventEncoder(
-            topics.FEATURES_DLQ, settings.output_format, settings.schema_registry_url
-        )
+        self.dead_letters = DeadLetters(settings, SERVICE, topics.FEATURES_DLQ)
         self.scorers: dict[str, VersionScorer] = {}
         self._refreshed = time.monotonic()
         # The configured model must load: a broken artifact is an error, never a fallback.
@@ -88,7 +86,7 @@ class Predictor:
                 self.scorer(model)  # an unknown model is this event's problem, not the batch's
                 groups[model].append(event)
             except DecodeError as exc:
-                outputs.append(self._reject(msg, exc, now_ms))
+                outputs.append(self.dead_letters.output(msg, exc.reason, exc.detail, now_ms))
                 continue
         encode = self.encoder.encode
         topic = self.out_topic
@@ -104,13 +102,6 @@ class Predictor:
             metrics.PREDICTIONS.labels(model, scorer.version, scorer.role).inc(len(predictions))
         return outputs
 
-    def _reject(self, msg: Message, exc: DecodeError, now_ms: int) -> Output:
-        metrics.EVENTS_REJECTED.labels(SERVICE, exc.reason).inc()
-        record = dead_letter(
-            msg.value(), topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
-            reason=exc.reason, detail=exc.detail, service=SERVICE, now_ms=now_ms,
-        )
-        return Output(self.dlq_topic, self.dlq_encoder.encode(record), msg.key())
 
 
 def build(settings: Settings) -> StreamLoop:

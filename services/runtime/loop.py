@@ -136,7 +136,7 @@ class StreamLoop:
     def _process(self, batch: list[Message]) -> None:
         started = time.perf_counter()
         for msg in batch:
-            self._in[msg.topic()].inc()
+            self._in[msg.topic() or ""].inc()
         outputs = self.handler(batch)
         self._produce(outputs)
         self._commit(batch)
@@ -167,7 +167,7 @@ class StreamLoop:
     def _commit(self, batch: list[Message]) -> None:
         last: dict[tuple[str, int], int] = {}
         for msg in batch:
-            last[(msg.topic(), msg.partition())] = msg.offset() + 1
+            last[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
         self._committed.update(last)
         offsets = [TopicPartition(t, p, o) for (t, p), o in last.items()]
         # Asynchronous: a commit lost in a crash only means a replay, which ids make harmless.

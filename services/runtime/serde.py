@@ -211,7 +211,8 @@ class EventDecoder:
             self._raise_if_json_scalar(payload)
             if _looks_like_text(payload):
                 # Someone typed a line into a console producer: say so, not "truncated Avro".
-                raise DecodeError(NOT_JSON, f"text that is not JSON: {_preview(payload)!r}") from None
+                detail = f"text that is not JSON: {_preview(payload)!r}"
+                raise DecodeError(NOT_JSON, detail) from None
             raise
 
     # JSON ---------------------------------------------------------------------------------

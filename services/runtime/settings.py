@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     kafka_port: int = 9092
     redis_port: int = 6379
-    free_ports: bool = Field(False, description="fall back to free ports when the defaults are taken")
+    free_ports: bool = False  # fall back to free ports when the configured ones are taken
 
     # Kafka security and pass-through librdkafka options.
     kafka_security_protocol: str | None = None

@@ -97,7 +97,7 @@ class Stack:
         if not store.models():
             card = ensure_demo_model(store)
             acc = card.metrics.get("accuracy", float("nan"))
-            self.say(f"model   {card.name} v{card.version} trained and stored (holdout acc {acc:.3f})")
+            self.say(f"model   {card.name} v{card.version} trained and stored (acc {acc:.3f})")
         else:
             for name in store.models():
                 self.say(f"model   {name} v{store.latest(name)}")
@@ -114,7 +114,11 @@ class Stack:
                 port = free_port()
             svc = ServiceProcess(
                 name=name,
-                env={**env, "MODELSTREAM_METRICS_PORT": str(port), "MODELSTREAM_SERVICE_NAME": name},
+                env={
+                    **env,
+                    "MODELSTREAM_METRICS_PORT": str(port),
+                    "MODELSTREAM_SERVICE_NAME": name,
+                },
                 log_path=self.log_dir / f"{name}.log",
             )
             self.supervisor.add(svc)
