@@ -28,6 +28,8 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 }
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
+    # Retries after a lost ack then never write a record twice into a partition.
+    "enable.idempotence": True,
     "linger.ms": 2,
     "batch.num.messages": 10000,
     "queue.buffering.max.messages": 500000,

@@ -1,0 +1,649 @@
+"""The deployment files agree with the code and with their schemas.
+
+docker-compose.yml, the Dockerfile, deploy/prometheus/prometheus.yml and the manifests under
+deploy/kubernetes/ name CLI commands, MODELSTREAM_* settings and ports that the code defines;
+these tests read both sides, so neither can drift alone. Schema checks run where the validators
+are installed (check-jsonschema ships the compose-spec schema, kubernetes-validate the Kubernetes
+ones, kubectl renders the kustomization) and are skipped, with the reason, where they are not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import fnmatch
+import importlib.util
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from services.cli.main import SERVICES, _parser
+from services.runtime.metrics import ServiceEndpoint
+from services.runtime.settings import _SECRET_FILES, SERVICE_PORTS, Settings
+
+yaml = pytest.importorskip("yaml", reason="PyYAML reads the deployment files (pip install pyyaml)")
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+HEALTHCHECK = ROOT / "deploy" / "docker" / "healthcheck.py"
+K8S = ROOT / "deploy" / "kubernetes"
+KUSTOMIZATION = K8S / "kustomization.yaml"
+
+SETTINGS_ENV = {f"MODELSTREAM_{name.upper()}" for name in Settings.model_fields}
+SECRET_FILE_ENV = {f"MODELSTREAM_{name.upper()}_FILE" for name in _SECRET_FILES}
+WORKLOAD_KINDS = {"Deployment", "Job"}
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def compose() -> dict[str, Any]:
+    return load_yaml(COMPOSE)
+
+
+def compose_services() -> dict[str, dict[str, Any]]:
+    return compose()["services"]
+
+
+def uses_modelstream_image(svc: dict[str, Any]) -> bool:
+    return "build" in svc or "modelstream" in str(svc.get("image", "")).split("/")[-1]
+
+
+def modelstream_compose_services() -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in compose_services().items() if uses_modelstream_image(s)}
+
+
+def compose_env(svc: dict[str, Any]) -> dict[str, str]:
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+def k8s_files() -> list[Path]:
+    return sorted(p for p in K8S.glob("*.yaml") if p != KUSTOMIZATION)
+
+
+def k8s_documents() -> list[tuple[Path, dict[str, Any]]]:
+    docs: list[tuple[Path, dict[str, Any]]] = []
+    for path in k8s_files():
+        docs.extend((path, d) for d in yaml.safe_load_all(path.read_text()) if d)
+    return docs
+
+
+def k8s_objects(kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for _, d in k8s_documents() if d["kind"] == kind}
+
+
+def applied_objects(kind: str) -> dict[str, dict[str, Any]]:
+    """Objects of the files the kustomization applies (not the *.example.yaml ones)."""
+    listed = {K8S / r for r in load_yaml(KUSTOMIZATION)["resources"]}
+    return {
+        d["metadata"]["name"]: d
+        for p, d in k8s_documents()
+        if d["kind"] == kind and p in listed
+    }
+
+
+def workloads() -> list[tuple[str, dict[str, Any]]]:
+    """(name, pod spec) of every Deployment and Job that is applied."""
+    return [
+        (name, obj["spec"]["template"]["spec"])
+        for kind in sorted(WORKLOAD_KINDS)
+        for name, obj in applied_objects(kind).items()
+    ]
+
+
+def configmap_env() -> dict[str, str]:
+    (cm,) = applied_objects("ConfigMap").values()
+    return {k: str(v) for k, v in cm["data"].items()}
+
+
+def container_env(container: dict[str, Any]) -> dict[str, str]:
+    """The environment a container gets: its ConfigMaps (envFrom), then its own env."""
+    env: dict[str, str] = {}
+    configmaps = applied_objects("ConfigMap")
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(configmaps[source["configMapRef"]["name"]]["data"])
+    for item in container.get("env", []):
+        env[item["name"]] = str(item.get("value", ""))
+    return env
+
+
+def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings built from exactly ``env`` (secret-file variables left out: no files here)."""
+    for key in list(os.environ):
+        if key.startswith("MODELSTREAM_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        if key.startswith("MODELSTREAM_") and key not in SECRET_FILE_ENV:
+            monkeypatch.setenv(key, value)
+    return Settings()
+
+
+def cli_commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def run_choices() -> set[str]:
+    run = cli_commands(_parser())["run"]
+    (service,) = [a for a in run._actions if a.dest == "service"]
+    return set(service.choices or ())
+
+
+def assert_cli_argv(argv: list[str], where: str) -> argparse.Namespace:
+    """``modelstream *argv`` is a command the CLI accepts."""
+    assert argv, f"{where}: no command"
+    assert argv[0] in cli_commands(_parser()), f"{where}: no CLI command {argv[0]!r}"
+    try:
+        return _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse rejected it
+        raise AssertionError(f"{where}: `modelstream {' '.join(argv)}` is rejected") from exc
+
+
+def service_port(env: dict[str, str], service: str) -> int:
+    return int(env.get("MODELSTREAM_METRICS_PORT") or SERVICE_PORTS[service])
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            op, _, rest = line.partition(" ")
+            out.append((op.upper(), rest.strip()))
+    return out
+
+
+def load_healthcheck() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("modelstream_healthcheck", HEALTHCHECK)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- the CLI that containers run ------------------------------------------------------------
+
+
+def test_run_choices_are_the_services() -> None:
+    assert run_choices() == set(SERVICES)
+    assert set(SERVICES) <= set(SERVICE_PORTS)
+
+
+def test_compose_services_run_real_cli_commands() -> None:
+    services = modelstream_compose_services()
+    assert {"topics", "model", "ingest", "predict"} <= set(services)
+    for name, svc in services.items():
+        if "entrypoint" in svc:
+            continue  # a Python one-off: checked below
+        argv = [str(a) for a in svc["command"]]
+        args = assert_cli_argv(argv, f"compose service {name}")
+        if args.command == "run":
+            assert args.service == name, f"compose service {name} runs {args.service}"
+
+
+def _python_c(svc: dict[str, Any]) -> str:
+    entry = [str(a) for a in svc["entrypoint"]]
+    assert entry[:2] == ["python", "-c"] and len(entry) == 3, entry
+    return entry[2]
+
+
+def test_compose_python_entrypoints_import_what_exists() -> None:
+    for name, svc in modelstream_compose_services().items():
+        if "entrypoint" not in svc:
+            continue
+        tree = ast.parse(_python_c(svc), filename=f"compose:{name}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert node.module
+                module = __import__(node.module, fromlist=["_"])
+                for alias in node.names:
+                    assert hasattr(module, alias.name), f"{name}: {node.module}.{alias.name}"
+
+
+def test_compose_model_init_places_the_demo_model(tmp_path: Path) -> None:
+    """Runs the `model` one-shot's Python as the container would, on a scratch store."""
+    svc = compose_services()["model"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSTREAM_")}
+    env.update(compose_env(svc))
+    env["MODELSTREAM_ARTIFACT_DIR"] = str(tmp_path / "artifacts")
+    env["MODELSTREAM_DATA_DIR"] = str(tmp_path / "var")
+    proc = subprocess.run(
+        [sys.executable, "-c", _python_c(svc)], env=env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "artifacts" / "agrawal" / "1" / "model.onnx").is_file()
+    assert (tmp_path / "artifacts" / "agrawal" / "1" / "card.json").is_file()
+
+
+def test_dockerfile_entrypoint_and_default_command() -> None:
+    instructions = dict(reversed(dockerfile_instructions()))  # the first of each, for ARG/FROM
+    last = dict(dockerfile_instructions())  # the last of each: the runtime stage
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert json.loads(last["ENTRYPOINT"]) == ["modelstream"]
+    assert "modelstream" in scripts
+    args = assert_cli_argv(json.loads(last["CMD"]), "Dockerfile CMD")
+    assert (args.command, args.service) == ("run", "predict")
+    assert "python:3.11-slim" in instructions["ARG"] or "python:3.11-slim" in instructions["FROM"]
+    user = last["USER"].split(":")[0]
+    assert user not in {"root", "0"}
+    assert "/healthz" in last["HEALTHCHECK"]
+    assert "modelstream-healthcheck" in last["HEALTHCHECK"]
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    return any(fnmatch.fnmatch(p, pat) for pat in patterns for p in prefixes)
+
+
+def test_dockerignore_keeps_the_build_inputs_and_drops_the_rest() -> None:
+    patterns = [
+        line.strip().rstrip("/")
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for excluded in (".venv", "var", "tests/interop/node/node_modules", ".git"):
+        assert _ignored(excluded, patterns), f".dockerignore lets {excluded} in"
+    sources = []
+    for op, rest in dockerfile_instructions():
+        if op == "COPY" and "--from=" not in rest:
+            sources.extend(rest.split()[:-1])
+    assert sources
+    for src in sources:
+        assert (ROOT / src).exists(), f"Dockerfile copies {src}, which does not exist"
+        assert not _ignored(src, patterns), f".dockerignore drops {src}, which the build copies"
+
+
+# -- settings -------------------------------------------------------------------------------
+
+
+def test_compose_modelstream_env_is_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, svc in modelstream_compose_services().items():
+        env = compose_env(svc)
+        unknown = {k for k in env if k.startswith("MODELSTREAM_")} - SETTINGS_ENV - SECRET_FILE_ENV
+        assert not unknown, f"compose service {name}: not settings: {sorted(unknown)}"
+        settings = settings_from(env, monkeypatch)  # values parse, too
+        assert settings.kafka_bootstrap and settings.redis_url
+        assert str(settings.artifacts) == "/artifacts"
+        assert settings.metrics_host == "0.0.0.0"
+
+
+def test_k8s_modelstream_env_is_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    names = set(configmap_env())
+    for _, pod in workloads():
+        for c in pod["containers"]:
+            names |= {e["name"] for e in c.get("env", [])}
+            settings_from(container_env(c), monkeypatch)  # values parse, too
+    names = {n for n in names if n.startswith("MODELSTREAM_")}
+    unknown = names - SETTINGS_ENV - SECRET_FILE_ENV
+    assert not unknown, f"not settings: {sorted(unknown)}"
+
+
+def test_k8s_secret_files_come_from_the_mounted_secret() -> None:
+    (example,) = k8s_objects("Secret").values()
+    keys = set(example.get("stringData", {})) | set(example.get("data", {}))
+    assert all(not v for v in example.get("stringData", {}).values()), "no real secret values"
+    for name, pod in workloads():
+        secret_volumes = {
+            v["name"]: v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v
+        }
+        for c in pod["containers"]:
+            mounts = {
+                m["mountPath"]: secret_volumes[m["name"]]
+                for m in c.get("volumeMounts", []) if m["name"] in secret_volumes
+            }
+            for key, value in container_env(c).items():
+                if key not in SECRET_FILE_ENV:
+                    continue
+                directory, _, filename = value.rpartition("/")
+                assert mounts.get(directory) == example["metadata"]["name"], (
+                    f"{name}: {key}={value} is not in the mounted Secret"
+                )
+                assert filename in keys, f"{name}: {key}: the Secret has no key {filename}"
+
+
+# -- ports, partitions, wiring (compose) ----------------------------------------------------
+
+
+def test_compose_ports_match_the_env_and_prometheus() -> None:
+    services = compose_services()
+    scraped = {}
+    for job in load_yaml(PROMETHEUS)["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            assert sd.get("type") == "A"
+            for target in sd["names"]:
+                scraped[target] = sd["port"]
+    runners = {
+        n: s for n, s in modelstream_compose_services().items()
+        if s.get("command", [None])[0] == "run"
+    }
+    assert set(runners) == {"ingest", "predict"}
+    for name, svc in runners.items():
+        port = service_port(compose_env(svc), name)
+        assert str(port) in [str(p) for p in svc.get("expose", [])], name
+        assert scraped.get(name) == port, f"prometheus scrapes {name} on {scraped.get(name)}"
+        assert "modelstream-healthcheck" in " ".join(svc["healthcheck"]["test"])
+    assert set(scraped) <= set(services)
+
+
+def test_compose_partitions_cover_the_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
+    predict = compose_services()["predict"]
+    replicas = predict["deploy"]["replicas"]
+    assert replicas >= 2
+    settings = settings_from(compose_env(predict), monkeypatch)
+    assert settings.partitions >= replicas
+
+
+def test_compose_wiring() -> None:
+    doc = compose()
+    services = doc["services"]
+    volumes = set(doc.get("volumes", {}))
+    for name, svc in services.items():
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            if dep in ("topics", "model"):
+                assert cond["condition"] == "service_completed_successfully"
+        for mount in svc.get("volumes", []):
+            source = mount.split(":")[0]
+            if not source.startswith((".", "/")):
+                assert source in volumes, f"{name}: undeclared volume {source}"
+            else:
+                assert (ROOT / source).exists(), f"{name}: {source} does not exist"
+    for one_shot in ("topics", "model"):
+        assert services[one_shot].get("restart") == "no"
+    for name in ("ingest", "predict"):
+        deps = services[name]["depends_on"]
+        assert {"kafka", "redis", "topics", "model"} <= set(deps)
+        assert "artifacts:/artifacts:ro" in services[name]["volumes"]
+        assert "healthcheck" in services[name]
+    assert "artifacts:/artifacts" in services["model"]["volumes"]  # writable there
+
+    kafka_env = compose_env(services["kafka"])
+    assert "broker" in kafka_env["KAFKA_PROCESS_ROLES"] and "controller" in kafka_env[
+        "KAFKA_PROCESS_ROLES"
+    ], "Kafka runs in KRaft mode"
+    for name, svc in modelstream_compose_services().items():
+        env = compose_env(svc)
+        bootstrap = env["MODELSTREAM_KAFKA_BOOTSTRAP"]
+        assert f"//{bootstrap}" in kafka_env["KAFKA_ADVERTISED_LISTENERS"], name
+        assert bootstrap.split(":")[0] in services
+        redis_host = re.match(r"redis://([^:/]+)", env["MODELSTREAM_REDIS_URL"])
+        assert redis_host and redis_host.group(1) in services, name
+
+
+# -- Kubernetes -----------------------------------------------------------------------------
+
+
+def _port_number(container: dict[str, Any], port: int | str) -> int:
+    if isinstance(port, int):
+        return port
+    (match,) = [p["containerPort"] for p in container["ports"] if p["name"] == port]
+    return int(match)
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_k8s_manifests_are_namespace_agnostic() -> None:
+    for path, doc in k8s_documents():
+        assert "namespace" not in doc["metadata"], f"{path.name}: {doc['metadata']['name']}"
+
+
+def test_k8s_deployments_probes_resources_security() -> None:
+    deployments = applied_objects("Deployment")
+    replicas = {n: d["spec"]["replicas"] for n, d in deployments.items()}
+    assert replicas == {"modelstream-ingest": 2, "modelstream-predict": 3}
+    for name, dep in deployments.items():
+        spec = dep["spec"]
+        pod = spec["template"]["spec"]
+        assert _selects(spec["selector"]["matchLabels"], spec["template"]["metadata"]["labels"])
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        (c,) = pod["containers"]
+        args = assert_cli_argv(c["args"], name)
+        assert args.command == "run" and name == f"modelstream-{args.service}"
+        port = service_port(container_env(c), args.service)
+        probes = {k: c[k] for k in ("startupProbe", "livenessProbe", "readinessProbe")}
+        assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert probes["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        for kind, probe in probes.items():
+            assert _port_number(c, probe["httpGet"]["port"]) == port, f"{name} {kind}"
+        for section in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(c["resources"][section]), f"{name} {section}"
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["capabilities"]["drop"] == ["ALL"]
+
+
+def test_k8s_writable_tmp_and_readonly_artifacts() -> None:
+    (pvc,) = applied_objects("PersistentVolumeClaim").values()
+    assert pvc["metadata"]["name"] == "modelstream-artifacts"
+    assert pvc["spec"]["accessModes"] == ["ReadOnlyMany"]
+    for name, pod in workloads():
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for c in pod["containers"]:
+            mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+            if c.get("securityContext", {}).get("readOnlyRootFilesystem"):
+                assert "emptyDir" in volumes[mounts["/tmp"]["name"]], f"{name}: /tmp"
+            artifact_dir = container_env(c).get("MODELSTREAM_ARTIFACT_DIR")
+            if c["args"][0] == "run":
+                mount = mounts[artifact_dir]
+                claim = volumes[mount["name"]]["persistentVolumeClaim"]
+                assert claim["claimName"] == "modelstream-artifacts"
+                assert mount["readOnly"] is True and claim["readOnly"] is True
+
+
+def test_k8s_headless_services_and_disruption_budgets() -> None:
+    deployments = applied_objects("Deployment")
+    services = applied_objects("Service")
+    budgets = applied_objects("PodDisruptionBudget")
+    for dep in deployments.values():
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        port = service_port(container_env(c), c["args"][1])
+        (svc,) = [s for s in services.values() if _selects(s["spec"]["selector"], labels)]
+        assert svc["spec"]["clusterIP"] == "None"
+        (svc_port,) = svc["spec"]["ports"]
+        assert _port_number(c, svc_port["targetPort"]) == port == svc_port["port"]
+        notes = svc["metadata"]["annotations"]
+        assert notes["prometheus.io/scrape"] == "true"
+        assert notes["prometheus.io/port"] == str(port)
+        assert notes["prometheus.io/path"] == "/metrics"
+        (pdb,) = [b for b in budgets.values() if _selects(b["spec"]["selector"]["matchLabels"],
+                                                          labels)]
+        assert ("minAvailable" in pdb["spec"]) != ("maxUnavailable" in pdb["spec"])
+
+
+def test_k8s_partitions_cover_the_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_from(configmap_env(), monkeypatch)
+    for name, dep in applied_objects("Deployment").items():
+        assert settings.partitions >= dep["spec"]["replicas"], name
+
+
+def test_k8s_topics_job() -> None:
+    (job,) = applied_objects("Job").values()
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] in ("OnFailure", "Never")
+    (c,) = pod["containers"]
+    assert assert_cli_argv(c["args"], "topics Job").command == "topics"
+    assert "resources" in c
+
+
+def test_kustomization_lists_every_manifest_that_exists() -> None:
+    kustomization = load_yaml(KUSTOMIZATION)
+    listed = kustomization["resources"]
+    assert len(listed) == len(set(listed))
+    for resource in listed:
+        assert (K8S / resource).is_file(), f"kustomization lists missing {resource}"
+    expected = {p.name for p in k8s_files() if not p.name.endswith(".example.yaml")}
+    assert set(listed) == expected
+    assert "secret.example.yaml" not in listed  # applying it would clobber the real Secret
+    images = {i["name"] for i in kustomization.get("images", [])}
+    for _, pod in workloads():
+        for c in pod["containers"]:
+            assert c["image"].split(":")[0] in images
+
+
+# -- the container health check -------------------------------------------------------------
+
+
+def test_healthcheck_finds_the_port() -> None:
+    hc = load_healthcheck()
+    assert hc.metrics_port({"MODELSTREAM_METRICS_PORT": "9400"}, ["modelstream", "topics"]) == 9400
+    venv = ["/opt/venv/bin/python", "/opt/venv/bin/modelstream"]
+    for service in SERVICES:
+        port = SERVICE_PORTS[service]
+        assert hc.metrics_port({}, [*venv, "run", service]) == port
+        assert hc.metrics_port({}, ["/sbin/docker-init", "--", "modelstream", "run", service]) \
+            == port
+    assert hc.metrics_port({}, [*venv, "topics"]) is None
+    assert hc.probe_url({"MODELSTREAM_METRICS_HOST": "0.0.0.0"}, 9302) == \
+        "http://127.0.0.1:9302/healthz"
+    assert hc.probe_url({"MODELSTREAM_METRICS_HOST": "::"}, 1, "/readyz") == "http://[::1]:1/readyz"
+
+
+@pytest.fixture
+def endpoint() -> Iterator[tuple[ServiceEndpoint, dict[str, bool]]]:
+    state = {"ready": False}
+    ep = ServiceEndpoint("127.0.0.1", 0, lambda: dict(state)).start()
+    yield ep, state
+    ep.stop()
+
+
+def test_healthcheck_against_a_service_endpoint(
+    endpoint: tuple[ServiceEndpoint, dict[str, bool]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ep, state = endpoint
+    hc = load_healthcheck()
+    monkeypatch.setenv("MODELSTREAM_METRICS_HOST", "0.0.0.0")
+    monkeypatch.setenv("MODELSTREAM_METRICS_PORT", str(ep.port))
+    assert hc.main([]) == 0
+    assert hc.main(["/readyz"]) == 1
+    state["ready"] = True
+    assert hc.main(["/readyz"]) == 0
+
+
+def test_healthcheck_fails_when_nothing_listens(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again before the probe
+    monkeypatch.setenv("MODELSTREAM_METRICS_PORT", str(port))
+    assert load_healthcheck().main([]) == 1
+
+
+# -- schemas (where the validators are installed) -------------------------------------------
+
+
+def _compose_schema() -> dict[str, Any]:
+    # Located, not imported: the package's CLI is not needed, only the vendored schema file.
+    spec = importlib.util.find_spec("check_jsonschema")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("check-jsonschema (ships the compose-spec schema) is not installed")
+    jsonschema = pytest.importorskip("jsonschema")
+    path = Path(next(iter(spec.submodule_search_locations)))
+    schema_file = path / "builtin_schemas" / "vendor" / "compose-spec.json"
+    if not schema_file.is_file():
+        pytest.skip(f"this check-jsonschema has no compose-spec schema ({schema_file})")
+    schema = json.loads(schema_file.read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    return schema
+
+
+def _compose_errors(doc: dict[str, Any]) -> list[str]:
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(_compose_schema())
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in validator.iter_errors(doc)]
+
+
+def test_compose_file_matches_the_compose_spec() -> None:
+    assert _compose_errors(compose()) == []
+
+
+def test_compose_spec_check_rejects_a_broken_file() -> None:
+    doc = compose()
+    doc["services"]["predict"]["deploy"]["replica"] = 2  # a typo
+    doc["services"]["ingest"]["depends_on"]["topics"]["condition"] = "service_finished"
+    assert len(_compose_errors(doc)) >= 2
+
+
+KUBERNETES_VERSIONS = ("1.27.0", None)  # the oldest supported, and the newest the package knows
+
+
+def _kubernetes_validate() -> ModuleType:
+    return pytest.importorskip(
+        "kubernetes_validate", reason="kubernetes-validate is not installed (dev extra)"
+    )
+
+
+@pytest.mark.parametrize("path", k8s_files(), ids=lambda p: p.name)
+def test_k8s_manifest_validates(path: Path) -> None:
+    kv = _kubernetes_validate()
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert docs
+    for version in KUBERNETES_VERSIONS:
+        for doc in docs:
+            kv.validate(doc, version or kv.latest_version(), strict=True)
+
+
+def test_kubernetes_validate_rejects_a_broken_manifest() -> None:
+    kv = _kubernetes_validate()
+    (dep,) = [d for d in yaml.safe_load_all((K8S / "predict.yaml").read_text())
+              if d["kind"] == "Deployment"]
+    dep["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}  # a typo
+    with pytest.raises(kv.ValidationError):
+        kv.validate(dep, "1.27.0", strict=True)
+
+
+def test_kustomization_renders() -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    proc = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rendered = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    expected = {
+        (d["kind"], d["metadata"]["name"])
+        for p, d in k8s_documents() if not p.name.endswith(".example.yaml")
+    }
+    assert {(d["kind"], d["metadata"]["name"]) for d in rendered} == expected
+    for d in rendered:
+        assert d["metadata"]["labels"]["app.kubernetes.io/part-of"] == "modelstream"
+
+
+def test_prometheus_config_checks() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed")
+    proc = subprocess.run([promtool, "check", "config", str(PROMETHEUS)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
