@@ -15,7 +15,11 @@ from ..stack.stack import DATA_PLANE, read_state
 __all__ = ["group_lag", "service_health", "status_report", "topic_offsets"]
 
 # The consumer group of each service and the topic it consumes (base name).
-GROUPS: dict[str, str] = {"ingest": "features", "predict": "features.valid"}
+GROUPS: dict[str, tuple[str, ...]] = {
+    "ingest": ("features",),
+    "predict": ("features.valid",),
+    "join": ("predictions", "outcomes"),
+}
 
 
 def topic_offsets(settings: Settings, timeout: float = 5.0) -> dict[str, dict[int, int]]:
@@ -42,20 +46,21 @@ def group_lag(
 ) -> dict[str, dict[str, Any]]:
     admin = AdminClient(settings.kafka_config())
     report: dict[str, dict[str, Any]] = {}
-    for service, base in GROUPS.items():
+    for service, bases in GROUPS.items():
         group = f"{settings.topic_prefix}modelstream-{service}"
-        topic = settings.topics.name(base)
-        highs = offsets.get(topic, {})
-        request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in highs])]
-        committed: dict[int, int] = {}
+        names = [settings.topics.name(b) for b in bases]
+        highs = {(t, p): h for t in names for p, h in offsets.get(t, {}).items()}
+        request = [ConsumerGroupTopicPartitions(
+            group, [TopicPartition(t, p) for t, p in highs])]
+        committed: dict[tuple[str, int], int] = {}
         try:
             fut = admin.list_consumer_group_offsets(request, request_timeout=timeout)[group]
             for tp in fut.result().topic_partitions:
-                committed[tp.partition] = max(tp.offset, 0)
+                committed[(tp.topic, tp.partition)] = max(tp.offset, 0)
         except Exception:  # the group has not committed yet
             committed = {}
-        lag = sum(max(h - committed.get(p, 0), 0) for p, h in highs.items())
-        report[service] = {"group": group, "topic": topic, "lag": lag,
+        lag = sum(max(h - committed.get(tp, 0), 0) for tp, h in highs.items())
+        report[service] = {"group": group, "topic": ", ".join(names), "lag": lag,
                            "committed": sum(committed.values())}
     return report
 

@@ -12,7 +12,7 @@ from ..runtime.settings import Settings
 
 __all__ = ["main"]
 
-SERVICES = ("ingest", "predict")
+SERVICES = ("ingest", "predict", "join")
 
 EPILOG = """\
 Servers: `up` and `demo` start an embedded broker (127.0.0.1:9092) and Valkey (127.0.0.1:6379)
@@ -152,8 +152,10 @@ def _run(service: str) -> int:
     settings = Settings()
     if service == "ingest":
         from ..ingest.service import build
-    else:
+    elif service == "predict":
         from ..predict.service import build
+    else:
+        from ..join.service import build
     run_service(service, settings, build)
     return 0
 

@@ -15,8 +15,6 @@ a TTL, refreshed on every write.
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +22,9 @@ from typing import Any
 import orjson
 import redis
 
-__all__ = ["FeatureStore", "MergeResult"]
+from ..runtime.redis_batch import run_scripts
 
-log = logging.getLogger(__name__)
+__all__ = ["FeatureStore", "MergeResult"]
 
 MERGE_SCRIPT = """
 local t = tonumber(ARGV[1])
@@ -116,17 +114,4 @@ class FeatureStore:
         }
 
     def _execute(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        # Redis restarts and failovers are ridden out: the merge is idempotent, so retrying the
-        # whole batch is safe. The loop never commits offsets of a batch that did not merge.
-        # (The pipeline reloads the script itself if a restarted server lost it.)
-        delay = 0.1
-        while True:
-            pipe = self.client.pipeline(transaction=False)
-            for keys, args in calls:
-                self._script(keys=keys, args=args, client=pipe)
-            try:
-                return list(pipe.execute())
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("redis unavailable (%s); retrying in %.1fs", exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        return run_scripts(self.client, [(self._script, keys, args) for keys, args in calls])

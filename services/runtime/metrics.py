@@ -19,6 +19,13 @@ __all__ = [
     "EVENTS_IN",
     "EVENTS_OUT",
     "EVENTS_REJECTED",
+    "JOIN_EXPIRED",
+    "JOIN_LABELED",
+    "JOIN_OUTCOMES",
+    "JOIN_PENDING",
+    "JOIN_PREDICTIONS",
+    "JOIN_UNMATCHED",
+    "LABEL_DELAY",
     "PREDICTION_LATENCY",
     "PREDICTIONS",
     "ServiceEndpoint",
@@ -56,6 +63,38 @@ PREDICTION_LATENCY = Histogram(
     "Event time on features.valid to prediction produced",
     ["model", "version"],
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+)
+
+
+JOIN_PREDICTIONS = Counter(
+    "modelstream_join_predictions_total",
+    "Predictions seen by join: stored to wait, labeled at once, or a replay ignored",
+    ["result"],
+)
+JOIN_OUTCOMES = Counter(
+    "modelstream_join_outcomes_total",
+    "Outcomes seen by join: first, correction, duplicate (ignored) or replay",
+    ["result"],
+)
+JOIN_LABELED = Counter(
+    "modelstream_join_labeled_total", "Labeled predictions published", ["model", "version", "role"]
+)
+JOIN_EXPIRED = Counter(
+    "modelstream_join_expired_predictions_total",
+    "Predictions whose join window closed without an outcome",
+)
+JOIN_UNMATCHED = Counter(
+    "modelstream_join_unmatched_outcomes_total",
+    "Outcomes whose join window closed without any prediction (unknown or too late)",
+)
+JOIN_PENDING = Gauge(
+    "modelstream_join_pending_events", "Events with join state waiting in Redis"
+)
+LABEL_DELAY = Histogram(
+    "modelstream_label_delay_seconds",
+    "Outcome time minus prediction time",
+    ["model"],
+    buckets=(1, 10, 60, 300, 1800, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400),
 )
 
 

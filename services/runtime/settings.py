@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     unknown_features: Literal["reject", "ignore"] = "reject"
     ort_threads: int = 1
 
+    # Outcome joining: how long a prediction waits for its outcome (and vice versa).
+    join_window_seconds: int = 7 * 24 * 3600
+    join_windows: dict[str, int] = Field(default_factory=dict)  # per model, overrides the above
+    join_grace_seconds: int = 300  # state outlives the window this long so the sweep can count it
+    join_sweep_seconds: float = 1.0
+
     # Service runtime.
     service_name: str = "modelstream"
     metrics_host: str = "127.0.0.1"

@@ -1,0 +1,154 @@
+"""join against the real broker and Valkey: either arrival order, every version, duplicates,
+corrections, expiry, malformed outcomes and a crash mid-stream."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+
+from services.join.service import build
+from services.predict.scorer import prediction_id
+from services.runtime import metrics
+from services.runtime.service import redis_client
+from tests.conftest import settings_env
+from tests.helpers import FULL, produce, read
+
+pytestmark = pytest.mark.integration
+T0 = 1_763_900_000_000
+
+
+def prediction(event_id: str, version: str = "1", role: str = "champion", label: str = "1",
+               entity: str | None = None) -> bytes:
+    return orjson.dumps({
+        "prediction_id": prediction_id(event_id, "agrawal", version), "event_id": event_id,
+        "entity_id": entity or f"c-{event_id}", "model": "agrawal", "model_version": version,
+        "role": role, "served": role != "shadow", "label": label, "score": 0.9,
+        "scores": {"0": 0.1, "1": 0.9}, "features": FULL, "event_time": T0,
+        "predicted_at": T0 + 5, "latency_ms": 5.0,
+    })
+
+
+def outcome(event_id: str, label: str = "1", t: int = T0 + 60_000) -> bytes:
+    return orjson.dumps({"event_id": event_id, "label": label, "outcome_time": t})
+
+
+def test_either_side_first_and_every_version_is_labeled(settings, run_loop):
+    produce(settings, "predictions", [
+        (b"c", prediction("a")),                                  # prediction first
+        (b"c", prediction("b", version="2", role="shadow", label="0")),
+        (b"c", prediction("b")),                                  # champion and shadow of b
+    ])
+    produce(settings, "outcomes", [(b"a", outcome("a")), (b"b", outcome("b")),
+                                   (b"z", outcome("z", label="0"))])  # outcome first
+    produce(settings, "predictions", [(b"c", prediction("z"))])
+    run_loop(build(settings))
+    labeled = read(settings, "predictions.labeled", 4)
+    got = {(r["event_id"], r["model_version"], r["role"]): r for r in labeled}
+    assert set(got) == {("a", "1", "champion"), ("b", "1", "champion"), ("b", "2", "shadow"),
+                        ("z", "1", "champion")}
+    assert got[("a", "1", "champion")]["correct"] is True
+    assert got[("b", "2", "shadow")]["correct"] is False
+    assert got[("z", "1", "champion")]["outcome_label"] == "0"
+    assert got[("a", "1", "champion")]["label_delay_ms"] == 60_000 - 5
+    assert len(labeled) == 4
+
+
+def test_duplicates_never_label_twice_and_corrections_follow_the_rule(settings, run_loop):
+    produce(settings, "predictions", [(b"c", prediction("d")), (b"c", prediction("d"))])
+    produce(settings, "outcomes", [
+        (b"d", outcome("d", "1", T0 + 1000)),
+        (b"d", outcome("d", "1", T0 + 1000)),    # a repeat
+        (b"d", outcome("d", "0", T0 + 500)),     # older than what is stored: ignored
+        (b"e", outcome("e", "1", T0 + 1000)),
+        (b"e", outcome("e", "0", T0 + 2000)),    # a correction before e's prediction arrives
+    ])
+    def outcomes_seen() -> float:
+        return sum(s.value for m in metrics.JOIN_OUTCOMES.collect() for s in m.samples
+                   if s.name.endswith("_total"))
+
+    before = outcomes_seen()
+    run_loop(build(settings))
+    deadline = time.monotonic() + 30
+    while outcomes_seen() - before < 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    produce(settings, "predictions", [(b"c", prediction("e")), (b"c", prediction("d"))])
+    labeled = read(settings, "predictions.labeled", 2, timeout=20)
+    assert sorted((r["event_id"], r["outcome_label"]) for r in labeled) == [("d", "1"), ("e", "0")]
+
+
+def test_expired_predictions_and_unmatched_outcomes_are_counted_and_freed(settings, run_loop):
+    s = settings.model_copy(update={"join_window_seconds": 1, "join_grace_seconds": 1,
+                                    "join_sweep_seconds": 0.2})
+    loop = build(s)
+    run_loop(loop)
+    joiner = loop.handler
+    expired0 = metrics.JOIN_EXPIRED._value.get()
+    unmatched0 = metrics.JOIN_UNMATCHED._value.get()
+    produce(s, "predictions", [(b"c", prediction("lonely-p1")), (b"c", prediction("lonely-p2"))])
+    produce(s, "outcomes", [(b"x", outcome("lonely-o"))])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if (metrics.JOIN_EXPIRED._value.get() - expired0 == 2
+                and metrics.JOIN_UNMATCHED._value.get() - unmatched0 == 1):
+            break
+        time.sleep(0.2)
+    assert metrics.JOIN_EXPIRED._value.get() - expired0 == 2
+    assert metrics.JOIN_UNMATCHED._value.get() - unmatched0 == 1
+    r = redis_client(s)
+    assert not r.keys(f"{s.topic_prefix}join:[plo]:*")
+    assert r.zcard(f"{s.topic_prefix}join:due") == 0
+    # An outcome beyond the window finds nothing: unmatched, never labeled.
+    produce(s, "outcomes", [(b"x", outcome("lonely-p1"))])
+    time.sleep(3)
+    assert read(s, "predictions.labeled", 0, timeout=1) == []
+    assert joiner is not None
+
+
+def test_malformed_outcomes_are_dead_lettered(settings, run_loop):
+    bad = [
+        (b"{not json", "not_json"),
+        (orjson.dumps({"label": "1", "outcome_time": T0}), "missing_event_id"),
+        (orjson.dumps({"event_id": "x", "outcome_time": T0}), "missing_outcome"),
+        (orjson.dumps({"event_id": "x", "label": {"a": 1}, "outcome_time": T0}), "wrong_type"),
+        (b'{"event_id": "x", "value": NaN, "outcome_time": 1763900000000}', "non_finite"),
+        (orjson.dumps({"event_id": "x", "label": "1", "outcome_time": "soon"}),
+         "bad_outcome_time"),
+    ]
+    produce(settings, "outcomes", [(b"k", v) for v, _ in bad])
+    run_loop(build(settings))
+    dlq = read(settings, "outcomes.dlq", len(bad))
+    assert sorted(r["reason"] for r in dlq) == sorted(reason for _, reason in bad)
+    assert {r["service"] for r in dlq} == {"join"}
+
+
+def test_join_killed_mid_stream_labels_every_prediction_once(settings):
+    n = 4000
+    produce(settings, "predictions", [(b"c%d" % (i % 50), prediction(f"k{i}"))
+                                      for i in range(n)])
+    env = {**settings_env(settings), "MODELSTREAM_BATCH_SIZE": "100"}
+    argv = [sys.executable, "-m", "services.cli.main", "run", "join"]
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
+    produce(settings, "outcomes", [(f"k{i}".encode(), outcome(f"k{i}", str(i % 2)))
+                                   for i in range(n)])
+    read(settings, "predictions.labeled", 1, timeout=60, decode=False)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
+    try:
+        labeled = read(settings, "predictions.labeled", n, timeout=120)
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
+    by_id: dict[str, dict] = {}
+    for r in labeled:
+        first = by_id.setdefault(r["prediction_id"], r)
+        # A copy can only be the replay of a record whose batch was not committed.
+        assert {k: v for k, v in first.items() if k != "labeled_at"} == {
+            k: v for k, v in r.items() if k != "labeled_at"}
+    assert len(by_id) == n
+    assert all(r["correct"] == (r["outcome_label"] == "1") for r in by_id.values())
