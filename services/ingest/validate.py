@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -86,27 +87,37 @@ def validate_envelope(
 
 
 def _numeric(name: str, kind: str, lo: float | None, hi: float | None) -> Check:
+    # Unbounded still excludes ±inf: the largest finite float is the bound.
+    low = -sys.float_info.max if lo is None else lo
+    high = sys.float_info.max if hi is None else hi
+    as_int = kind == "int"
+
+    # The hot path of ingest: exact type checks first, the slow explanations only on failure.
     def check(value: Any) -> Canonical:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValidationError(
-                "wrong_type",
-                f"{name}: expected a number, got {type(value).__name__} {_show(value)}",
-            )
-        if not math.isfinite(value):
-            raise ValidationError("non_finite", f"{name}: {value} is not a finite number")
-        if kind == "int":
-            if value != int(value):
-                raise ValidationError("wrong_type", f"{name}: expected an integer, got {value}")
-            value = int(value)
-        else:
-            value = float(value)
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise ValidationError(
-                "out_of_range", f"{name}: {value} is outside [{lo}, {hi}]"
-            )
-        return value
+        t = type(value)
+        if t is float:
+            if not low <= value <= high:
+                raise _bad_number(name, value, lo, hi)
+            if as_int:
+                if not value.is_integer():
+                    raise ValidationError("wrong_type", f"{name}: expected an integer, got {value}")
+                return int(value)
+            return value
+        if t is int:
+            if not low <= value <= high:
+                raise _bad_number(name, value, lo, hi)
+            return value if as_int else float(value)
+        raise ValidationError(
+            "wrong_type", f"{name}: expected a number, got {t.__name__} {_show(value)}"
+        )
 
     return check
+
+
+def _bad_number(name: str, value: float, lo: float | None, hi: float | None) -> ValidationError:
+    if not math.isfinite(value):  # NaN fails every comparison, ±inf every finite bound
+        return ValidationError("non_finite", f"{name}: {value} is not a finite number")
+    return ValidationError("out_of_range", f"{name}: {value} is outside [{lo}, {hi}]")
 
 
 def _category(name: str, categories: Iterable[int | str]) -> Check:

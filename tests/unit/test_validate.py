@@ -88,3 +88,12 @@ def test_envelope_defaults():
     out = validate_envelope({"event_id": "e", "entity_id": "c", "features": {"age": 30}},
                             default_model="agrawal", fallback_time_ms=NOW)
     assert out == ("e", "c", NOW, "agrawal", {"age": 30})
+
+
+def test_unbounded_numbers_still_reject_infinity_and_nan():
+    from services.models.card import FeatureSpec
+
+    v = FeatureValidator("m", [FeatureSpec(name="x", type="float")])
+    assert v.features({"x": 1e300}) == {"x": 1e300}
+    for bad in (math.inf, -math.inf, math.nan):
+        assert reason(v.features, {"x": bad}) == "non_finite"
