@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,19 +37,20 @@ class VersionScorer:
             for f in card.features
             if f.type == "category" and any(isinstance(c, str) for c in (f.categories or []))
         }
+        self._row = operator.itemgetter(*self.names)
         self.labels = list(card.labels)
         self.binary = card.task == "binary"
         self.regression = card.task == "regression"
 
     def matrix(self, vectors: Sequence[dict[str, Any]]) -> np.ndarray:
-        names, codes = self.names, self.codes
-        if codes:
+        if self.codes:
+            codes, names = self.codes, self.names
             rows = [
                 [codes[n][v[n]] if n in codes else v[n] for n in names] for v in vectors
             ]
         else:
-            rows = [[v[n] for n in names] for v in vectors]
-        return np.asarray(rows, dtype=np.float32).reshape(len(vectors), len(names))
+            rows = list(map(self._row, vectors))  # itemgetter: the row in C, not a Python loop
+        return np.asarray(rows, dtype=np.float32).reshape(len(vectors), len(self.names))
 
     def score(
         self, events: Sequence[dict[str, Any]], predicted_at: int

@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 from confluent_kafka import Message
 
 from ..models import ArtifactStore, OnnxModel
@@ -94,11 +95,12 @@ class Predictor:
             scorer = self.scorers[model]
             predicted_at = int(time.time() * 1000)
             predictions = scorer.score(events, predicted_at)
-            latency = metrics.PREDICTION_LATENCY.labels(model, scorer.version)
             for p in predictions:
                 outputs.append(Output(topic, encode(p), p["entity_id"]))
-            for p in predictions:
-                latency.observe(p["latency_ms"] / 1000.0)
+            metrics.observe_many(
+                metrics.PREDICTION_LATENCY.labels(model, scorer.version),
+                np.fromiter((p["latency_ms"] for p in predictions), float, len(predictions)) / 1e3,
+            )
             metrics.PREDICTIONS.labels(model, scorer.version, scorer.role).inc(len(predictions))
         return outputs
 

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
@@ -28,6 +29,7 @@ __all__ = [
     "LABEL_DELAY",
     "PREDICTION_LATENCY",
     "PREDICTIONS",
+    "observe_many",
     "ServiceEndpoint",
 ]
 
@@ -96,6 +98,25 @@ LABEL_DELAY = Histogram(
     ["model"],
     buckets=(1, 10, 60, 300, 1800, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400),
 )
+
+
+def observe_many(histogram: Histogram, values: np.ndarray) -> None:
+    """Observe a batch at once: one numpy pass instead of a Python call per value.
+
+    Uses the documented shape of prometheus-client's histogram children (upper bounds,
+    bucket counters, sum); falls back to per-value observe() if that shape ever changes.
+    """
+    try:
+        bounds = histogram._upper_bounds  # noqa: SLF001
+        counts = np.bincount(np.searchsorted(bounds, values, side="left"),
+                             minlength=len(bounds))
+        for bucket, n in zip(histogram._buckets, counts, strict=True):  # noqa: SLF001
+            if n:
+                bucket.inc(int(n))
+        histogram._sum.inc(float(values.sum()))  # noqa: SLF001
+    except AttributeError:
+        for v in values.tolist():
+            histogram.observe(v)
 
 
 class ServiceEndpoint:
