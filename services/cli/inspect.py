@@ -19,6 +19,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "ingest": ("features",),
     "predict": ("features.valid",),
     "join": ("predictions", "outcomes"),
+    "monitor": ("predictions", "predictions.labeled"),
 }
 
 

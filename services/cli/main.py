@@ -12,7 +12,7 @@ from ..runtime.settings import Settings
 
 __all__ = ["main"]
 
-SERVICES = ("ingest", "predict", "join")
+SERVICES = ("ingest", "predict", "join", "monitor")
 
 EPILOG = """\
 Servers: `up` and `demo` start an embedded broker (127.0.0.1:9092) and Valkey (127.0.0.1:6379)
@@ -154,8 +154,10 @@ def _run(service: str) -> int:
         from ..ingest.service import build
     elif service == "predict":
         from ..predict.service import build
-    else:
+    elif service == "join":
         from ..join.service import build
+    else:
+        from ..monitor.service import build
     run_service(service, settings, build)
     return 0
 

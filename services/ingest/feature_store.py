@@ -106,4 +106,4 @@ class FeatureStore:
     def get(self, model: str, entity_id: str) -> dict[str, Any]:
         """The stored features of an entity (latest value of each)."""
         raw = self.client.get(self.key(model, entity_id))
-        return dict(orjson.loads(raw)["v"]) if raw else {}  # type: ignore[arg-type]
+        return dict(orjson.loads(raw)["v"]) if raw else {}

@@ -111,8 +111,11 @@ def train_agrawal(
 
     x_train, y_train, x_hold, y_hold = split_holdout(*generate(n, seed, classification_function))
     clf = fit_agrawal(x_train, y_train, seed)
-    proba = clf.predict_proba(x_hold)
     onnx_bytes = sklearn_to_onnx(clf, len(AGRAWAL_FEATURES), name=DEMO_MODEL)
+    # Metrics and the reference score profile come from the ONNX model as it will be served
+    # (float32): scikit-learn's float64 probabilities land in other bins at the profile's
+    # edges, which the monitor would report as prediction drift.
+    proba = _served_proba(onnx_bytes, x_hold)
 
     card = ModelCard(
         name=DEMO_MODEL,
@@ -153,6 +156,16 @@ def train_agrawal(
         score_output="probabilities",
     )
     return onnx_bytes, card
+
+
+def _served_proba(onnx_bytes: bytes, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    out = session.run(["probabilities"], {"features": np.asarray(x, dtype=np.float32)})[0]
+    return np.asarray(out, dtype=np.float64)
 
 
 def ensure_demo_model(store: ArtifactStore) -> ModelCard:

@@ -54,14 +54,24 @@ class StreamLoop:
         group_id: str,
         topics: list[str],
         handler: Handler,
-        on_idle: Callable[[], None] | None = None,
+        on_idle: Callable[[], Sequence[Output] | None] | None = None,
         consumer_overrides: dict[str, Any] | None = None,
+        commit_each_batch: bool = True,
+        on_close: Callable[[], None] | None = None,
+        start_offsets: Callable[[str, int], int | None] | None = None,
     ) -> None:
+        """``on_idle`` runs between batches and may return records to publish (flushed before
+        the next batch). A service that checkpoints its own state turns ``commit_each_batch``
+        off, commits :meth:`positions` when it checkpoints, and passes ``start_offsets`` to
+        resume each assigned partition where its checkpoint says."""
         self.settings = settings
         self.service = service
         self.topics = topics
         self.handler = handler
         self.on_idle = on_idle
+        self.commit_each_batch = commit_each_batch
+        self.on_close = on_close
+        self.start_offsets = start_offsets
         self.assigned: list[tuple[str, int]] = []
         self._running = False
         self._failures: list[str] = []
@@ -93,6 +103,7 @@ class StreamLoop:
         )
         self._running = True
         last_data = time.monotonic()
+        clean = False
         try:
             while self._running:
                 batch = self._next_batch()
@@ -106,9 +117,12 @@ class StreamLoop:
                     ):
                         break
                 if self.on_idle is not None:
-                    self.on_idle()
+                    extra = self.on_idle()
+                    if extra:
+                        self._produce(extra)
+            clean = True
         finally:
-            self._close()
+            self._close(clean)
 
     # -- the loop body ---------------------------------------------------------------------
 
@@ -169,9 +183,19 @@ class StreamLoop:
         for msg in batch:
             last[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
         self._committed.update(last)
+        if not self.commit_each_batch:
+            return
         offsets = [TopicPartition(t, p, o) for (t, p), o in last.items()]
         # Asynchronous: a commit lost in a crash only means a replay, which ids make harmless.
         self.consumer.commit(offsets=offsets, asynchronous=True)
+
+    def positions(self) -> dict[tuple[str, int], int]:
+        """The next offset to process of every partition processed so far."""
+        return dict(self._committed)
+
+    def commit_positions(self) -> None:
+        """Commit :meth:`positions` now, synchronously (services that checkpoint call it)."""
+        self._commit_sync()
 
     def _commit_sync(self, only: set[tuple[str, int]] | None = None) -> None:
         offsets = [
@@ -189,12 +213,19 @@ class StreamLoop:
         if err is not None:
             self._failures.append(str(err))
 
-    def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self.assigned = [(p.topic, p.partition) for p in partitions]
+        if self.start_offsets is not None:
+            for p in partitions:
+                start = self.start_offsets(p.topic, p.partition)
+                if start is not None:
+                    p.offset = start
+            consumer.assign(partitions)
         log.info("assigned %s", ", ".join(f"{t}[{p}]" for t, p in self.assigned) or "nothing")
 
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
-        self._commit_sync({(p.topic, p.partition) for p in partitions})
+        if self.commit_each_batch:
+            self._commit_sync({(p.topic, p.partition) for p in partitions})
         self.assigned = []
 
     def _on_stats(self, raw: str) -> None:
@@ -205,11 +236,15 @@ class StreamLoop:
                 if pid != "-1" and lag >= 0:
                     metrics.CONSUMER_LAG.labels(self.service, topic, pid).set(lag)
 
-    def _close(self) -> None:
+    def _close(self, clean: bool) -> None:
         self._running = False
         try:
             self.producer.flush(10)
-            self._commit_sync()
+            if self.commit_each_batch:
+                self._commit_sync()
+            elif clean and self.on_close is not None:
+                # Only after a clean stop does the service's state match the positions.
+                self.on_close()
         finally:
             self.consumer.close()
         log.info("%s stopped", self.service)

@@ -15,7 +15,14 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 __all__ = [
+    "ALERTS_FIRING",
+    "ALERT_EVENTS",
     "BATCH_SECONDS",
+    "CONCEPT_DRIFTS",
+    "DRIFT_THRESHOLD",
+    "FEATURE_DRIFT",
+    "MODEL_QUALITY",
+    "MONITOR_EVENTS",
     "CONSUMER_LAG",
     "EVENTS_IN",
     "EVENTS_OUT",
@@ -117,6 +124,45 @@ def observe_many(histogram: Histogram, values: np.ndarray) -> None:
     except AttributeError:
         for v in values.tolist():
             histogram.observe(v)
+
+
+MODEL_QUALITY = Gauge(
+    "modelstream_model_quality",
+    "Quality of a model version over the sliding window: from labels (accuracy, f1, roc_auc, "
+    "...) and label-free estimates (expected_accuracy, ...)",
+    ["model", "version", "role", "metric"],
+)
+FEATURE_DRIFT = Gauge(
+    "modelstream_feature_drift",
+    "Drift statistic of a feature (or __score__ for the prediction) against the training "
+    "reference, over the sliding window",
+    ["model", "version", "role", "feature", "statistic"],
+)
+DRIFT_THRESHOLD = Gauge(
+    "modelstream_drift_threshold",
+    "Calibrated alarm threshold of a drift statistic (its false-alarm rate is budgeted)",
+    ["model", "version", "role", "feature", "statistic"],
+)
+CONCEPT_DRIFTS = Counter(
+    "modelstream_concept_drift_total",
+    "Concept-drift signals on the error stream of a version",
+    ["model", "version", "role"],
+)
+MONITOR_EVENTS = Counter(
+    "modelstream_monitor_events_total",
+    "Records seen by monitor: counted once, or a duplicate prediction id ignored",
+    ["stream", "result"],
+)
+ALERTS_FIRING = Gauge(
+    "modelstream_alerts_firing",
+    "Alert episodes currently firing (1), by severity",
+    ["model", "version", "role", "kind", "metric", "feature", "severity"],
+)
+ALERT_EVENTS = Counter(
+    "modelstream_alert_events_total",
+    "Alert events published on monitor.alerts",
+    ["kind", "severity", "state"],
+)
 
 
 class ServiceEndpoint:

@@ -87,6 +87,17 @@ class Settings(BaseSettings):
     join_grace_seconds: int = 300  # state outlives the window this long so the sweep can count it
     join_sweep_seconds: float = 1.0
 
+    # Monitoring.
+    monitor_window: int = 2000  # events per sliding window (drift, quality, estimate)
+    monitor_window_seconds: float | None = 3600.0  # labeled events older than this leave
+    monitor_eval_seconds: float = 5.0  # how often metrics, snapshots and alerts are computed
+    monitor_checkpoint_seconds: float = 10.0
+    monitor_arl0_windows: float = 1000.0  # expected windows between false drift alarms, in all
+    monitor_concept_arl0: float = 1e7  # expected events between false concept-drift alarms
+    monitor_min_labeled: int = 200  # quality alerts need this many labeled events
+    monitor_accuracy_warning_drop: float = 0.05  # below the card's accuracy by this: warning
+    monitor_accuracy_critical_drop: float = 0.15
+
     # Service runtime.
     service_name: str = "modelstream"
     metrics_host: str = "127.0.0.1"

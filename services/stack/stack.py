@@ -23,7 +23,7 @@ __all__ = ["DATA_PLANE", "Stack", "read_state"]
 
 log = logging.getLogger(__name__)
 
-DATA_PLANE: tuple[str, ...] = ("ingest", "predict", "join")
+DATA_PLANE: tuple[str, ...] = ("ingest", "predict", "join", "monitor")
 
 
 def state_path(settings: Settings) -> Path:

@@ -110,6 +110,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "alert_id": "a-drift-salary-3-1763900000000",
         "model": "agrawal",
         "model_version": "3",
+        "role": "champion",
         "kind": "drift",
         "metric": "psi",
         "feature": "salary",

@@ -1,0 +1,1 @@
+"""The monitor service: quality, drift, concept drift, label-free estimates and alerts."""

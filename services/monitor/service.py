@@ -1,0 +1,280 @@
+"""monitor: the quality, drift and health of every model version, online.
+
+Consumes ``predictions`` (input and prediction drift, the label-free estimate) and
+``predictions.labeled`` (quality from labels, concept drift), per (model, version, role), over
+sliding windows. Every ``MONITOR_EVAL_SECONDS`` it updates the Prometheus gauges, publishes a
+snapshot per version on ``monitor.metrics`` and the alert events on ``monitor.alerts``.
+
+Counting is exact across restarts: the state (windows, detectors, alert episodes, the recent
+prediction ids used to ignore duplicates) is checkpointed to Redis together with the consumer
+positions it reflects, and the offsets are committed only then; a restarted monitor loads the
+checkpoint and resumes every partition at the checkpointed position. Run one replica per model
+group: the windows of a version must see all its partitions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+import orjson
+from confluent_kafka import Message
+
+from ..models import ArtifactStore
+from ..runtime import metrics, topics
+from ..runtime.errors import DecodeError, ModelLoadError
+from ..runtime.loop import Output, StreamLoop
+from ..runtime.serde import EventDecoder, EventEncoder
+from ..runtime.service import redis_client
+from ..runtime.settings import Settings
+from . import checkpoint
+from .alerts import AlertBook, AlertEvent, AlertKey, AlertRule
+from .drift import FalseAlarmBudget
+from .version import VersionMonitor
+
+__all__ = ["ModelMonitor", "build"]
+
+SERVICE = "monitor"
+log = logging.getLogger(__name__)
+VersionKey = tuple[str, str, str]  # model, version, role
+
+
+class RecentIds:
+    """The last ``capacity`` prediction ids, to count each prediction once."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._ids: dict[str, None] = {}
+
+    def add(self, pid: str) -> bool:
+        """True if new."""
+        if pid in self._ids:
+            return False
+        self._ids[pid] = None
+        if len(self._ids) > self.capacity:
+            del self._ids[next(iter(self._ids))]
+        return True
+
+    def state(self) -> list[str]:
+        return list(self._ids)
+
+    def load(self, ids: list[str]) -> None:
+        self._ids = dict.fromkeys(ids[-self.capacity:])
+
+
+class ModelMonitor:
+    def __init__(self, settings: Settings, store: ArtifactStore, redis: Any) -> None:
+        self.settings = settings
+        self.store = store
+        self.redis = redis
+        self.loop: StreamLoop | None = None
+        t = settings.topics
+        self.labeled_topic = t.name(topics.PREDICTIONS_LABELED)
+        self.metrics_topic = t.name(topics.MONITOR_METRICS)
+        self.alerts_topic = t.name(topics.MONITOR_ALERTS)
+        self.checkpoint_key = f"{settings.topic_prefix}monitor:checkpoint"
+        reg = settings.schema_registry_url
+        self.decoders = {
+            t.predictions: EventDecoder(topics.PREDICTIONS, max_bytes=1 << 22, registry_url=reg),
+            self.labeled_topic: EventDecoder(topics.PREDICTIONS_LABELED, max_bytes=1 << 22,
+                                             registry_url=reg),
+        }
+        self.snapshot_encoder = EventEncoder(topics.MONITOR_METRICS, settings.output_format, reg)
+        self.alert_encoder = EventEncoder(topics.MONITOR_ALERTS, settings.output_format, reg)
+        self.budget = FalseAlarmBudget(settings.monitor_arl0_windows)
+        self.versions: dict[VersionKey, VersionMonitor] = {}
+        self.missing_cards: set[tuple[str, str]] = set()
+        capacity = settings.monitor_window * 4
+        self.seen = {"predictions": RecentIds(capacity), "labeled": RecentIds(capacity)}
+        self.alerts = AlertBook()
+        self.positions: dict[tuple[str, int], int] = {}
+        self._evaluated = self._checkpointed = time.monotonic()
+        self.restore()
+
+    # -- records -------------------------------------------------------------------------
+
+    def __call__(self, batch: list[Message]) -> list[Output]:
+        preds: dict[VersionKey, list[dict[str, Any]]] = defaultdict(list)
+        labeled: dict[VersionKey, list[dict[str, Any]]] = defaultdict(list)
+        for msg in batch:
+            labeled_stream = msg.topic() == self.labeled_topic
+            stream = "labeled" if labeled_stream else "predictions"
+            try:
+                rec = self.decoders[msg.topic() or ""].decode(msg.value())
+                key = (rec["model"], rec["model_version"], rec["role"])
+                pid = rec["prediction_id"]
+            except (DecodeError, KeyError) as exc:
+                log.warning("skipping an undecodable %s record: %s", stream, exc)
+                metrics.MONITOR_EVENTS.labels(stream, "undecodable").inc()
+                continue
+            if not self.seen[stream].add(pid):
+                metrics.MONITOR_EVENTS.labels(stream, "duplicate").inc()
+                continue
+            metrics.MONITOR_EVENTS.labels(stream, "counted").inc()
+            (labeled if labeled_stream else preds)[key].append(rec)
+        for key, recs in preds.items():
+            if (vm := self.version(key)) is not None:
+                vm.add_predictions(recs)
+        for key, recs in labeled.items():
+            if (vm := self.version(key)) is not None:
+                signals = vm.add_labeled(recs)
+                if signals:
+                    metrics.CONCEPT_DRIFTS.labels(*key).inc(signals)
+        return []
+
+    def version(self, key: VersionKey) -> VersionMonitor | None:
+        vm = self.versions.get(key)
+        if vm is None:
+            model, version, role = key
+            if (model, version) in self.missing_cards:
+                return None
+            try:
+                card = self.store.card(model, version)
+            except ModelLoadError as exc:
+                log.error("not monitoring %s v%s: %s", model, version, exc)
+                self.missing_cards.add((model, version))
+                return None
+            s = self.settings
+            vm = self.versions[key] = VersionMonitor(
+                card, role, window=s.monitor_window, max_age_s=s.monitor_window_seconds,
+                budget=self.budget, concept_arl0=s.monitor_concept_arl0,
+            )
+        return vm
+
+    # -- evaluation ----------------------------------------------------------------------
+
+    def tick(self) -> list[Output]:
+        """Between batches: evaluate and publish, and checkpoint, when due."""
+        now = time.monotonic()
+        outputs: list[Output] = []
+        if now - self._evaluated >= self.settings.monitor_eval_seconds:
+            self._evaluated = now
+            outputs = self.evaluate(int(time.time() * 1000))
+        if self.loop is not None and now - self._checkpointed >= (
+            self.settings.monitor_checkpoint_seconds
+        ):
+            self._checkpointed = now
+            self.save()
+        return outputs
+
+    def evaluate(self, now_ms: int) -> list[Output]:
+        outputs: list[Output] = []
+        for key, vm in self.versions.items():
+            model, version, role = key
+            window = (vm.first_ms or now_ms, vm.last_ms or now_ms)
+            values = vm.metrics(now_ms)
+            for name, value in values.items():
+                metrics.MODEL_QUALITY.labels(model, version, role, name).set(value)
+            drift: dict[str, float] = {}
+            events: list[AlertEvent] = []
+            for f in vm.drift.evaluate():
+                feature = f.feature or "__score__"
+                metrics.FEATURE_DRIFT.labels(model, version, role, feature, f.statistic).set(
+                    f.value)
+                metrics.DRIFT_THRESHOLD.labels(model, version, role, feature, f.statistic).set(
+                    f.threshold)
+                drift[f"{feature}.{f.statistic}"] = f.value
+                rule = AlertRule(kind="drift", warning=f.threshold, margin=0.2 * f.threshold,
+                                 fire_after=2, resolve_after=2)
+                events += self.alerts.evaluate(
+                    AlertKey(model, version, role, f.statistic, feature), f.value, rule,
+                    now_ms, window)
+            events += self._quality_alerts(key, vm, values, now_ms, window)
+            outputs.append(Output(self.metrics_topic, self.snapshot_encoder.encode({
+                "model": model, "model_version": version, "role": role,
+                "window_start": window[0], "window_end": window[1],
+                "predictions": vm.predictions, "labeled": vm.labeled,
+                "metrics": values, "feature_drift": drift, "emitted_at": now_ms,
+            }), model))
+            for e in events:
+                metrics.ALERT_EVENTS.labels(e.kind, e.severity, e.state).inc()
+                log.warning("alert %s: %s", e.state, e.message)
+                outputs.append(Output(self.alerts_topic, self.alert_encoder.encode(
+                    e.to_record()), model))
+        self._export_active()
+        return outputs
+
+    def _quality_alerts(
+        self, key: VersionKey, vm: VersionMonitor, values: dict[str, float], now_ms: int,
+        window: tuple[int, int],
+    ) -> list[AlertEvent]:
+        model, version, role = key
+        s = self.settings
+        events: list[AlertEvent] = []
+        trained = vm.card.metrics.get("accuracy")
+        if trained is not None:
+            rule = AlertRule(kind="performance", direction="below",
+                             warning=trained - s.monitor_accuracy_warning_drop,
+                             critical=trained - s.monitor_accuracy_critical_drop,
+                             margin=0.01, fire_after=2, resolve_after=2)
+            if (values.get("n") or 0) >= s.monitor_min_labeled:
+                events += self.alerts.evaluate(AlertKey(model, version, role, "accuracy"),
+                                               values.get("accuracy"), rule, now_ms, window)
+            if vm.drift.score_window.full:
+                events += self.alerts.evaluate(
+                    AlertKey(model, version, role, "expected_accuracy"),
+                    values.get("expected_accuracy"), rule, now_ms, window)
+        concept = AlertRule(kind="performance", warning=0.5, fire_after=1, resolve_after=6)
+        events += self.alerts.evaluate(
+            AlertKey(model, version, role, "concept_drift"),
+            float(vm.concept_drifts - vm.reported_drifts), concept, now_ms, window)
+        vm.reported_drifts = vm.concept_drifts
+        return events
+
+    def _export_active(self) -> None:
+        metrics.ALERTS_FIRING.clear()
+        for key, severity in self.alerts.active().items():
+            metrics.ALERTS_FIRING.labels(key.model, key.version, key.role, "-", key.metric,
+                                         key.feature or "", severity).set(1)
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def save(self) -> None:
+        assert self.loop is not None
+        positions = self.loop.positions()
+        state = {
+            "positions": [[t, p, o] for (t, p), o in positions.items()],
+            "versions": [[list(k), vm.state()] for k, vm in self.versions.items()],
+            "seen": {name: ids.state() for name, ids in self.seen.items()},
+            "alerts": self.alerts.state(),
+        }
+        self.redis.set(self.checkpoint_key, checkpoint.encode(state))
+        self.loop.commit_positions()  # after the state: a crash in between replays, never skips
+
+    def restore(self) -> None:
+        raw = self.redis.get(self.checkpoint_key)
+        if not raw:
+            return
+        state = checkpoint.decode(raw)
+        self.positions = {(t, int(p)): int(o) for t, p, o in state["positions"]}
+        for key, vstate in state["versions"]:
+            vm = self.version((key[0], key[1], key[2]))
+            if vm is not None:
+                vm.load(vstate)
+        for name, ids in state["seen"].items():
+            self.seen[name].load(list(ids))
+        self.alerts.load(state["alerts"])
+        log.info("restored the checkpoint: %d versions, positions %s",
+                 len(self.versions), orjson.dumps(state["positions"]).decode())
+
+    def start_offset(self, topic: str, partition: int) -> int | None:
+        return self.positions.get((topic, partition))
+
+
+def build(settings: Settings) -> StreamLoop:
+    monitor = ModelMonitor(settings, ArtifactStore(settings.artifacts), redis_client(settings))
+    loop = StreamLoop(
+        settings,
+        service=SERVICE,
+        group_id=f"{settings.topic_prefix}modelstream-monitor",
+        topics=[settings.topics.predictions, monitor.labeled_topic],
+        handler=monitor,
+        on_idle=monitor.tick,
+        on_close=monitor.save,
+        commit_each_batch=False,
+        start_offsets=monitor.start_offset,
+    )
+    monitor.loop = loop
+    return loop

@@ -1,0 +1,90 @@
+"""Concept drift on the error stream: ADWIN (river) and the Bernoulli CUSUM."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from services.monitor.concept import (
+    ADWINDetector,
+    BernoulliCUSUM,
+    ConceptDriftDetector,
+    design_bernoulli_cusum,
+)
+
+
+def _run(detector: ConceptDriftDetector, errors: np.ndarray, batch: int = 500) -> list[int]:
+    signals: list[int] = []
+    for i in range(0, errors.size, batch):
+        signals += [i + j for j in detector.update_many(errors[i : i + batch])]
+    return signals
+
+
+DETECTORS: dict[str, Callable[[], ConceptDriftDetector]] = {
+    "adwin": lambda: ADWINDetector(),
+    "cusum": lambda: BernoulliCUSUM(arl0=1e7),
+}
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_a_sudden_error_rate_jump_is_detected(name: str) -> None:
+    delays = []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        errors = np.r_[rng.random(5000) < 0.05, rng.random(2000) < 0.3]
+        signals = _run(DETECTORS[name](), errors)
+        assert signals and signals[0] >= 5000, "a signal before the change"
+        delays.append(signals[0] - 5000)
+    assert np.median(delays) < 150
+    assert max(delays) < 300
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_a_stationary_stream_raises_nothing(name: str) -> None:
+    rng = np.random.default_rng(42)
+    errors = rng.random(100_000) < 0.05
+    assert _run(DETECTORS[name](), errors, batch=2000) == []
+
+
+def test_the_cusum_design_meets_its_run_length_by_simulation() -> None:
+    design = design_bernoulli_cusum(0.1, 0.2, arl0=500)
+    assert design.arl(0.1) >= 500 > design_bernoulli_cusum(0.1, 0.2, arl0=400).arl(0.1) * 0.9
+    assert design.arl(0.2) < 60  # the tuned change is caught fast
+    det = BernoulliCUSUM(arl0=500, p0=0.1, odds_ratio=0.2 / 0.8 / (0.1 / 0.9), rewarm=False)
+    rng = np.random.default_rng(0)
+    n = 2_000_000
+    signals = det.update_many(rng.random(n) < 0.1)
+    # Run lengths are ~geometric: 4,000 of them estimate the mean within a few percent.
+    assert np.mean(np.diff([-1, *signals])) == pytest.approx(design.arl(0.1), rel=0.06)
+
+
+def test_the_cusum_does_not_depend_on_batch_boundaries() -> None:
+    rng = np.random.default_rng(1)
+    errors = np.r_[rng.random(30_000) < 0.1, rng.random(3_000) < 0.25, rng.random(30_000) < 0.1]
+    whole = BernoulliCUSUM(arl0=1e5).update_many(errors)
+    assert whole and _run(BernoulliCUSUM(arl0=1e5), errors, batch=77) == whole
+
+
+def test_the_cusum_learns_its_in_control_rate_and_relearns_after_a_signal() -> None:
+    det = BernoulliCUSUM(arl0=1e6, warmup=1000)
+    rng = np.random.default_rng(2)
+    assert det.update_many(rng.random(999) < 0.2) == [] and det.design is None
+    det.update_many(rng.random(1) < 0.2)
+    assert det.design is not None and 0.18 < det.design.p0 < 0.25
+    det.update_many(rng.random(20_000) < 0.2)  # refined at 2k, 4k, 8k and 16k events
+    assert det.design.p0 == pytest.approx(0.2, abs=0.01)
+    signals = det.update_many(rng.random(300) < 0.6)
+    assert len(signals) == 1 and det.design is None  # re-learning the new error rate
+    assert det.update_many(rng.random(5000) < 0.6) == []
+    assert det.design is not None and det.design.p0 == pytest.approx(0.6, abs=0.03)
+    det.reset()
+    assert det.statistic == 0 and det.design is None
+
+
+def test_adwin_can_ignore_improvements() -> None:
+    rng = np.random.default_rng(3)
+    better = np.r_[rng.random(5000) < 0.3, rng.random(5000) < 0.05]
+    assert _run(ADWINDetector(), better)
+    assert _run(ADWINDetector(increases_only=True), better) == []
