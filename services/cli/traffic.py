@@ -12,7 +12,7 @@ import orjson
 
 from ..models.agrawal import AGRAWAL_FEATURES, generate
 
-__all__ = ["BAD_KINDS", "TrafficEvent", "agrawal_events"]
+__all__ = ["BAD_KINDS", "PHASES", "TrafficEvent", "agrawal_events", "drifting_events"]
 
 NAMES = [f.name for f in AGRAWAL_FEATURES]
 
@@ -46,9 +46,16 @@ def agrawal_events(
     bad_rate: float = 0.03,
     classification_function: int = 0,
     id_prefix: str = "e",
+    min_age: int | None = None,
 ) -> Iterator[TrafficEvent]:
+    """``min_age`` keeps only older customers: a covariate shift that stays inside the spec."""
     rng = random.Random(seed)
-    x, y = generate(n, seed=seed, classification_function=classification_function)
+    x, y = generate(n * 3 if min_age else n, seed=seed,
+                    classification_function=classification_function)
+    if min_age is not None:
+        older = x[:, NAMES.index("age")] >= min_age
+        x, y = x[older][:n], y[older][:n]
+        n = len(y)
     seen: list[str] = []
     for i in range(n):
         row = x[i]
@@ -101,3 +108,24 @@ def _spoil(kind: str, event: dict[str, object]) -> bytes:
     elif kind == "unknown_model":
         event = {**event, "model": "no-such-model"}
     return orjson.dumps({**event, "features": feats})
+
+
+# The demo's story: normal traffic, then the world changes (the label function switches and
+# the customers get older), then it goes back. Fractions of the run, and what each phase is.
+PHASES: list[tuple[float, str, dict[str, object]]] = [
+    (0.4, "normal", {"classification_function": 0}),
+    (0.3, "drift: concept switch + older customers",
+     {"classification_function": 2, "min_age": 50}),
+    (0.3, "back to normal", {"classification_function": 0}),
+]
+
+
+def drifting_events(n: int, *, seed: int = 7, bad_rate: float = 0.03) -> Iterator[
+        tuple[str, TrafficEvent]]:
+    """``(phase name, event)`` through the phases of :data:`PHASES`."""
+    for i, (share, name, kwargs) in enumerate(PHASES):
+        count = int(n * share) if i < len(PHASES) - 1 else n - sum(
+            int(n * s) for s, _, _ in PHASES[:-1])
+        for ev in agrawal_events(count, seed=seed + i, bad_rate=bad_rate,
+                                 id_prefix=f"e{i}", **kwargs):  # type: ignore[arg-type]
+            yield name, ev

@@ -128,6 +128,11 @@ def _category(name: str, categories: Iterable[int | str]) -> Check:
         allowed[str(c)] = c
 
     def check(value: Any) -> Canonical:
+        if value.__class__ is not bool:  # True == 1 would otherwise find category 1
+            try:
+                return allowed[value]  # the hot path: a declared category, as int or string
+            except (KeyError, TypeError):
+                pass
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise ValidationError(
                 "wrong_type",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,8 +16,17 @@ __all__ = ["VersionScorer", "prediction_id"]
 
 def prediction_id(event_id: str, model: str, version: str) -> str:
     """Deterministic: a replayed event gets the same id, so downstream counts it once."""
-    digest = hashlib.blake2b(f"{event_id}\x1f{model}\x1f{version}".encode(), digest_size=16)
-    return digest.hexdigest()
+    return _ids_for(model, version)(event_id)
+
+
+def _ids_for(model: str, version: str) -> Callable[[str], str]:
+    suffix = f"\x1f{model}\x1f{version}".encode()
+    blake2b = hashlib.blake2b
+
+    def make(event_id: str) -> str:
+        return blake2b(event_id.encode() + suffix, digest_size=16).hexdigest()
+
+    return make
 
 
 class VersionScorer:
@@ -38,6 +47,7 @@ class VersionScorer:
             if f.type == "category" and any(isinstance(c, str) for c in (f.categories or []))
         }
         self._row = operator.itemgetter(*self.names)
+        self._id = _ids_for(self.name, self.version)
         self.labels = list(card.labels)
         self.binary = card.task == "binary"
         self.regression = card.task == "regression"
@@ -58,6 +68,7 @@ class VersionScorer:
         x = self.matrix([e["features"] for e in events])
         labels, scores = self.model.predict(x)
         name, version, role, served = self.name, self.version, self.role, self.served
+        make_id = self._id
         out = []
         if self.binary:
             neg, pos = self.labels[0], self.labels[1]
@@ -70,11 +81,12 @@ class VersionScorer:
                 (max(row), dict(zip(self.labels, row, strict=True))) for row in scores.tolist()
             ]
         for event, label, (score, score_map) in zip(events, labels, per_event, strict=True):
+            event_id = event["event_id"]
             started = event.get("ingested_at") or event["event_time"]
             out.append(
                 {
-                    "prediction_id": prediction_id(event["event_id"], name, version),
-                    "event_id": event["event_id"],
+                    "prediction_id": make_id(event_id),
+                    "event_id": event_id,
                     "entity_id": event["entity_id"],
                     "model": name,
                     "model_version": version,

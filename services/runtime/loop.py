@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,26 @@ class Output:
 
 class DeliveryFailed(ModelstreamError):
     """The broker did not acknowledge a record: the batch is not committed."""
+
+
+MAX_IN_FLIGHT = 2  # batches produced but not yet fully acknowledged
+
+
+class _Pending:
+    """A batch whose outputs are on their way: its offsets wait for every acknowledgement."""
+
+    __slots__ = ("counts", "failures", "offsets", "remaining")
+
+    def __init__(self, offsets: dict[tuple[str, int], int], remaining: int) -> None:
+        self.offsets = offsets
+        self.remaining = remaining
+        self.failures: list[str] = []
+        self.counts: dict[str, int] = {}
+
+    def delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        self.remaining -= 1
+        if err is not None:
+            self.failures.append(str(err))
 
 
 Handler = Callable[[list[Message]], Sequence[Output]]
@@ -74,7 +95,7 @@ class StreamLoop:
         self.start_offsets = start_offsets
         self.assigned: list[tuple[str, int]] = []
         self._running = False
-        self._failures: list[str] = []
+        self._in_flight: deque[_Pending] = deque()
         self._committed: dict[tuple[str, int], int] = {}
         self.consumer = kafka.consumer(
             settings, group_id, stats_cb=self._on_stats, **(consumer_overrides or {})
@@ -112,6 +133,7 @@ class StreamLoop:
                     last_data = time.monotonic()
                 else:
                     self.producer.poll(0)
+                    self._settle()
                     if max_idle_seconds is not None and (
                         time.monotonic() - last_data > max_idle_seconds
                     ):
@@ -119,7 +141,7 @@ class StreamLoop:
                 if self.on_idle is not None:
                     extra = self.on_idle()
                     if extra:
-                        self._produce(extra)
+                        self._send(extra, {})
             clean = True
         finally:
             self._close(clean)
@@ -149,45 +171,67 @@ class StreamLoop:
 
     def _process(self, batch: list[Message]) -> None:
         started = time.perf_counter()
+        offsets: dict[tuple[str, int], int] = {}
         for msg in batch:
-            self._in[msg.topic() or ""].inc()
-        outputs = self.handler(batch)
-        self._produce(outputs)
-        self._commit(batch)
+            offsets[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
+        for topic, n in Counter(msg.topic() or "" for msg in batch).items():
+            self._in[topic].inc(n)
+        self._send(self.handler(batch), offsets)
         self._batch_seconds.observe(time.perf_counter() - started)
 
-    def _produce(self, outputs: Sequence[Output]) -> None:
+    def _send(self, outputs: Sequence[Output], offsets: dict[tuple[str, int], int]) -> None:
+        """Produce a batch's outputs without waiting for them: the acknowledgements of up to
+        ``MAX_IN_FLIGHT`` batches overlap with the next batches' work. A batch's offsets are
+        committed once all its outputs are acknowledged, batches in order."""
+        pending = _Pending(offsets, len(outputs))
         produce = self.producer.produce
-        counts: dict[str, int] = {}
+        report = pending.delivered
         for out in outputs:
             while True:
                 try:
-                    produce(out.topic, out.value, out.key, on_delivery=self._on_delivery)
+                    produce(out.topic, out.value, out.key, on_delivery=report)
                     break
                 except BufferError:
                     self.producer.poll(0.05)  # local queue full: let deliveries drain
-            counts[out.topic] = counts.get(out.topic, 0) + 1
-        remaining = self.producer.flush(30)
-        if remaining or self._failures:
-            detail = "; ".join(self._failures[:3]) or f"{remaining} records unacknowledged"
-            self._failures.clear()
-            raise DeliveryFailed(f"{self.service}: delivery failed, batch not committed: {detail}")
-        for topic, n in counts.items():
-            counter = self._out.get(topic)
-            if counter is None:
-                counter = self._out[topic] = metrics.EVENTS_OUT.labels(self.service, topic)
-            counter.inc(n)
+            pending.counts[out.topic] = pending.counts.get(out.topic, 0) + 1
+        self._in_flight.append(pending)
+        self.producer.poll(0)
+        self._settle(wait=len(self._in_flight) > MAX_IN_FLIGHT)
 
-    def _commit(self, batch: list[Message]) -> None:
-        last: dict[tuple[str, int], int] = {}
-        for msg in batch:
-            last[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
-        self._committed.update(last)
+    def _settle(self, wait: bool = False, timeout: float = 30.0) -> None:
+        """Commit the leading batches whose outputs are all acknowledged (all, if ``wait``)."""
+        deadline = time.monotonic() + timeout
+        while self._in_flight:
+            head = self._in_flight[0]
+            if head.failures:
+                detail = "; ".join(head.failures[:3])
+                raise DeliveryFailed(f"{self.service}: delivery failed, batch not committed: "
+                                     f"{detail}")
+            if head.remaining > 0:
+                if not wait:
+                    return
+                if time.monotonic() > deadline:
+                    raise DeliveryFailed(f"{self.service}: {head.remaining} records "
+                                         f"unacknowledged after {timeout:.0f}s")
+                self.producer.poll(0.05)
+                continue
+            self._in_flight.popleft()
+            for topic, n in head.counts.items():
+                counter = self._out.get(topic)
+                if counter is None:
+                    counter = self._out[topic] = metrics.EVENTS_OUT.labels(self.service, topic)
+                counter.inc(n)
+            self._commit(head.offsets)
+
+    def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        if not offsets:
+            return
+        self._committed.update(offsets)
         if not self.commit_each_batch:
             return
-        offsets = [TopicPartition(t, p, o) for (t, p), o in last.items()]
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         # Asynchronous: a commit lost in a crash only means a replay, which ids make harmless.
-        self.consumer.commit(offsets=offsets, asynchronous=True)
+        self.consumer.commit(offsets=tps, asynchronous=True)
 
     def positions(self) -> dict[tuple[str, int], int]:
         """The next offset to process of every partition processed so far."""
@@ -209,10 +253,6 @@ class StreamLoop:
             except Exception as exc:  # a failed final commit means a replay, not a loss
                 log.warning("final commit failed: %s", exc)
 
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            self._failures.append(str(err))
-
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self.assigned = [(p.topic, p.partition) for p in partitions]
         if self.start_offsets is not None:
@@ -224,6 +264,8 @@ class StreamLoop:
         log.info("assigned %s", ", ".join(f"{t}[{p}]" for t, p in self.assigned) or "nothing")
 
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.producer.flush(30)
+        self._settle(wait=True)
         if self.commit_each_batch:
             self._commit_sync({(p.topic, p.partition) for p in partitions})
         self.assigned = []
@@ -240,6 +282,8 @@ class StreamLoop:
         self._running = False
         try:
             self.producer.flush(10)
+            if clean:
+                self._settle(wait=True, timeout=10)
             if self.commit_each_batch:
                 self._commit_sync()
             elif clean and self.on_close is not None:

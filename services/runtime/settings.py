@@ -146,8 +146,8 @@ class Settings(BaseSettings):
             conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
         if self.kafka_ssl_ca_location:
             conf["ssl.ca.location"] = self.kafka_ssl_ca_location
-        conf.update(self.kafka_options)
         conf.update(extra)
+        conf.update(self.kafka_options)  # the user's librdkafka options win over our defaults
         return conf
 
     def redis_kwargs(self) -> dict[str, Any]:
