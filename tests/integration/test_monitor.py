@@ -39,8 +39,9 @@ def scored(store, n: int, seed: int, *, function: int = 0, shift_age: int = 0,
         events.append(ev)
         truth.append(str(e.label))
     preds = scorer.score(events, T0)
+    now = int(time.time() * 1000)
     labeled = [{**p, "outcome_label": t, "outcome_value": None, "outcome_time": T0 + 1000,
-                "label_delay_ms": 995, "correct": p["label"] == t, "labeled_at": int(time.time() * 1000)}
+                "label_delay_ms": 995, "correct": p["label"] == t, "labeled_at": now}
                for p, t in zip(preds, truth, strict=True)]
     return preds, labeled
 

@@ -1,0 +1,122 @@
+"""The embedded broker, Valkey and demo model the benchmark runs on, and fresh topics per run."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import tempfile
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from services.models import ArtifactStore
+from services.models.agrawal import ensure_demo_model
+from services.runtime import kafka
+from services.runtime.settings import Settings
+from services.stack.embedded import EmbeddedServer, start_broker, start_valkey
+from services.stack.processes import free_port
+
+__all__ = ["BenchStack", "produce_all", "settings_env"]
+
+log = logging.getLogger(__name__)
+
+
+class BenchStack:
+    """Broker and Valkey on free ports, in a temporary directory, with the demo model."""
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="modelstream-bench-")
+        self.root = Path(self._tmp.name)
+        self.broker: EmbeddedServer | None = None
+        self.valkey: EmbeddedServer | None = None
+        self.store = ArtifactStore(self.root / "artifacts")
+        self._count = itertools.count(1)
+
+    def __enter__(self) -> BenchStack:
+        try:
+            self.broker = start_broker(free_port(), self.root)
+            self.valkey = start_valkey(free_port(), self.root)
+            ensure_demo_model(self.store)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for server in (self.broker, self.valkey):
+            if server is not None:
+                server.stop()
+        self._tmp.cleanup()
+
+    def settings(self, name: str, extra_topics: Sequence[str] = (), **overrides: Any) -> Settings:
+        """Settings with a topic prefix of their own; every topic created, ``extra_topics`` too."""
+        assert self.broker is not None and self.valkey is not None
+        prefix = f"b{next(self._count)}-{name}-{uuid.uuid4().hex[:6]}."
+        s = Settings(
+            kafka_bootstrap=self.broker.url,
+            redis_url=self.valkey.url,
+            topic_prefix=prefix,
+            data_dir=self.root / "data",
+            artifact_dir=self.store.root,
+            metrics_port=0,
+            **overrides,
+        )
+        kafka.create_topics(s)
+        if extra_topics:
+            admin = AdminClient(s.kafka_config())
+            new = [NewTopic(s.topics.name(t), num_partitions=s.partitions,
+                            replication_factor=s.replication_factor) for t in extra_topics]
+            for fut in admin.create_topics(new, request_timeout=10).values():
+                fut.result()
+        return s
+
+    def drop_topics(self, s: Settings) -> None:
+        """Free the broker's memory (its storage is RAM) once a measurement is done."""
+        admin = AdminClient(s.kafka_config())
+        names = [t for t in admin.list_topics(timeout=5).topics if t.startswith(s.topic_prefix)]
+        if not names:
+            return
+        for name, fut in admin.delete_topics(names, request_timeout=10).items():
+            try:
+                fut.result()
+            except Exception as exc:  # only memory is at stake
+                log.debug("cannot delete %s: %s", name, exc)
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """The environment a ``modelstream run <service>`` child needs for these settings."""
+    return {
+        "MODELSTREAM_KAFKA_BOOTSTRAP": s.kafka_bootstrap or "",
+        "MODELSTREAM_REDIS_URL": s.redis_url or "",
+        "MODELSTREAM_TOPIC_PREFIX": s.topic_prefix,
+        "MODELSTREAM_PARTITIONS": str(s.partitions),
+        "MODELSTREAM_DATA_DIR": str(s.data_dir),
+        "MODELSTREAM_ARTIFACT_DIR": str(s.artifacts),
+        "MODELSTREAM_METRICS_PORT": "0",
+        "MODELSTREAM_OUTPUT_FORMAT": s.output_format,
+    }
+
+
+def produce_all(s: Settings, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+    """Write records to a topic and wait until the broker has every one."""
+    producer = kafka.producer(s)
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    left = producer.flush(60)
+    if left:
+        raise RuntimeError(f"{left} records to {topic} were not acknowledged")
+
