@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--partitions", type=int, help="partitions per topic (default 4)")
 
     demo = sub.add_parser("demo", help="start a stack, stream demo traffic through it, summarise")
-    demo.add_argument("--events", type=int, default=30000, help="events to send (default 30000)")
+    demo.add_argument("--events", type=int, default=60000, help="events to send (default 60000)")
     demo.add_argument("--rate", type=float, default=3000, help="events per second (default 3000)")
 
     status = sub.add_parser("status", help="endpoints, topics, consumer lag and service health")

@@ -1,5 +1,6 @@
 """Counting what comes out of the pipeline, from the topics themselves (used by the demo,
-the benchmarks and the tests): valid events, rejections by reason, predictions, latency."""
+the benchmarks and the tests): valid events, rejections by reason, predictions, latency,
+labeled predictions, the monitor's latest snapshot per version and its alerts."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from confluent_kafka import Consumer, TopicPartition
@@ -27,6 +29,9 @@ class WatchCounts:
     e2e_ms: list[float] = field(default_factory=list)
     service_ms: list[float] = field(default_factory=list)
     labels: Counter[str] = field(default_factory=Counter)
+    labeled_ids: set[str] = field(default_factory=set)
+    snapshots: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def rejected_total(self) -> int:
@@ -42,12 +47,13 @@ class PipelineWatcher:
 
     def __init__(self, settings: Settings) -> None:
         t = settings.topics
-        self.names = {t.features_valid: "valid", t.features_dlq: "dlq", t.predictions: "pred"}
-        self.decoders = {
-            t.features_valid: EventDecoder(topics.FEATURES_VALID, max_bytes=1 << 22),
-            t.features_dlq: EventDecoder(topics.FEATURES_DLQ, max_bytes=1 << 22),
-            t.predictions: EventDecoder(topics.PREDICTIONS, max_bytes=1 << 22),
+        kinds = {
+            topics.FEATURES_VALID: "valid", topics.FEATURES_DLQ: "dlq",
+            topics.PREDICTIONS: "pred", topics.PREDICTIONS_LABELED: "labeled",
+            topics.MONITOR_METRICS: "snapshot", topics.MONITOR_ALERTS: "alert",
         }
+        self.names = {t.name(base): kind for base, kind in kinds.items()}
+        self.decoders = {t.name(base): EventDecoder(base, max_bytes=1 << 22) for base in kinds}
         self.counts = WatchCounts()
         self.lock = threading.Lock()
         self._stop = threading.Event()
@@ -91,9 +97,15 @@ class PipelineWatcher:
                         c.valid += 1
                     elif kind == "dlq":
                         c.rejected[rec["reason"]] += 1
-                    else:
+                    elif kind == "pred":
                         c.predictions += 1
                         c.prediction_ids.add(rec["prediction_id"])
                         c.labels[rec["label"]] += 1
                         c.e2e_ms.append(now_ms - rec["event_time"])
                         c.service_ms.append(rec["latency_ms"])
+                    elif kind == "labeled":
+                        c.labeled_ids.add(rec["prediction_id"])
+                    elif kind == "snapshot":
+                        c.snapshots[(rec["model"], rec["model_version"], rec["role"])] = rec
+                    else:
+                        c.alerts.append(rec)

@@ -25,6 +25,7 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "heartbeat.interval.ms": 1000,
     "fetch.wait.max.ms": 20,
     "statistics.interval.ms": 5000,
+    "log.connection.close": False,  # a broker closing idle connections is not news
 }
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
@@ -33,6 +34,7 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "linger.ms": 2,
     "batch.num.messages": 10000,
     "queue.buffering.max.messages": 500000,
+    "log.connection.close": False,
 }
 
 

@@ -43,8 +43,10 @@ class Stack:
         settings: Settings,
         services: Sequence[str] = DATA_PLANE,
         say: Callable[[str], None] = print,
+        service_env: dict[str, str] | None = None,
     ) -> None:
         self.settings = settings
+        self.service_env = service_env or {}
         self.service_names = list(services)
         self.say = say
         self.broker: EmbeddedServer | None = None
@@ -107,6 +109,7 @@ class Stack:
             "MODELSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
             "MODELSTREAM_REDIS_URL": settings.redis_url or "",
             "MODELSTREAM_DATA_DIR": str(settings.data_dir),
+            **self.service_env,
         }
         for name in self.service_names:
             port = settings.service_port(name)
