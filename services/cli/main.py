@@ -24,6 +24,8 @@ examples:
   modelstream status                              # endpoints, topics, lag, health
   echo '{"event_id":"e-1","entity_id":"c-1",...}' | modelstream produce features
   modelstream tail predictions -n 5               # the last five predictions
+  modelstream metrics                             # accuracy and drift per model version
+  modelstream alerts --history                    # alerts as they fired and resolved
   modelstream kcat -C -t predictions -o -5 -e     # Debian's kcat, working with the broker
 """
 
@@ -48,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     sub.add_parser("topics", help="create missing topics and list them with partitions")
+
+    met = sub.add_parser("metrics", help="quality and drift of every model version, now")
+    met.add_argument("--json", action="store_true", help="machine-readable output")
+    al = sub.add_parser("alerts", help="alerts firing now (--history: every alert event)")
+    al.add_argument("--history", action="store_true")
+    al.add_argument("--json", action="store_true", help="machine-readable output")
 
     produce = sub.add_parser("produce", help="send JSON lines (stdin or a file) to a topic")
     produce.add_argument("topic", help="topic base name, e.g. features or outcomes")
@@ -101,6 +109,19 @@ def _dispatch(args: argparse.Namespace) -> int | None:
 
         for name, parts in sorted(create_topics(settings).items()):
             print(f"{name:<28} {parts} partitions")
+        return 0
+    if args.command in ("metrics", "alerts"):
+        from rich.console import Console
+
+        from .observe import print_alerts, print_metrics
+
+        console = Console(quiet=args.json)
+        if args.command == "metrics":
+            result: object = print_metrics(settings, console)
+        else:
+            result = print_alerts(settings, console, args.history)
+        if args.json:
+            print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return 0
     if args.command == "produce":
         from .records import produce_lines

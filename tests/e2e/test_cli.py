@@ -80,7 +80,7 @@ def test_status_json_lists_every_endpoint(up: Up) -> None:
     assert report["redis"].startswith("redis://127.0.0.1:")
     assert report["topics"][ "features"]["partitions"] == 4
     assert report["topics"]["model.events"]["partitions"] == 1
-    for name in ("ingest", "predict"):
+    for name in ("ingest", "predict", "join", "monitor"):
         svc = report["services"][name]
         assert svc["status"] == "ready", svc
         assert svc["metrics"].endswith("/metrics") and svc["health"].endswith("/healthz")
@@ -148,6 +148,32 @@ def test_produce_tail_and_metrics_scrape(up: Up) -> None:
     assert "modelstream_events_in_total" in body
     pbody = urllib.request.urlopen(up.state()["services"]["predict"]["metrics"]).read().decode()
     assert 'modelstream_predictions_total{model="agrawal",role="champion",version="1"}' in pbody
+
+
+def test_outcomes_join_and_the_monitor_reports(up: Up) -> None:
+    """An outcome produced from the CLI labels its prediction; `metrics` shows the version."""
+    outcome = orjson.dumps({"event_id": "cli-1", "label": "0"}).decode()
+    up.cli("produce", "outcomes", "--key-field", "event_id", stdin=outcome + "\n")
+    deadline = time.monotonic() + 60
+    labeled: list[dict] = []
+    while time.monotonic() < deadline and not labeled:
+        labeled = [r for r in (orjson.loads(ln) for ln in up.cli(
+            "tail", "predictions.labeled", "--from-beginning").splitlines())
+            if r["event_id"] == "cli-1"]
+        time.sleep(0.5)
+    assert labeled and labeled[0]["outcome_label"] == "0"
+    assert labeled[0]["label_delay_ms"] >= 0
+    report: dict = {}
+    while time.monotonic() < deadline:
+        report = orjson.loads(up.cli("metrics", "--json"))
+        if report.get("agrawal|1|champion", {}).get("labeled", 0) >= 1:
+            break
+        time.sleep(1)
+    snap = report["agrawal|1|champion"]
+    assert snap["predictions"] >= 1 and snap["labeled"] >= 1
+    assert "accuracy" in snap["metrics"]
+    assert isinstance(orjson.loads(up.cli("alerts", "--json")), list)
+    assert "alerts firing now" in up.cli("alerts")
 
 
 def test_supervisor_restarts_a_crashed_service(up: Up) -> None:
