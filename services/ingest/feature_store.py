@@ -71,6 +71,7 @@ class FeatureStore:
         keys = [self.key(model, entity) for model, entity, _, _ in items]
         stored: list[bytes | None] = retrying(lambda: self.client.mget(keys))  # type: ignore[arg-type, return-value]
         states: dict[str, dict[str, Any]] = {}
+        required_sets: dict[str, frozenset[str]] = {}
         dirty: set[str] = set()
         touched: set[str] = set()
         results = []
@@ -79,10 +80,16 @@ class FeatureStore:
             state = states.get(key)
             if state is None:
                 state = states[key] = loads(raw) if raw else {"v": {}, "t": {}, "m": 0}
+                if "m" not in state:  # written before the newest time was kept
+                    state["m"] = max(state["t"].values(), default=0)
             values, times = state["v"], state["t"]
-            snapshot = {**values, **features}
-            missing = [name for name in required[model] if name not in snapshot]
-            if missing:
+            # An event with every feature the store knows needs no lookups (set ops run in C).
+            snapshot = features if values.keys() <= features.keys() else {**values, **features}
+            needed = required_sets.get(model)
+            if needed is None:
+                needed = required_sets[model] = frozenset(required[model])
+            if not needed <= snapshot.keys():
+                missing = [name for name in required[model] if name not in snapshot]
                 results.append(MergeResult(None, missing))
                 continue
             if event_time >= state["m"]:

@@ -50,9 +50,10 @@ class FeatureIngestor:
         for msg in batch:
             try:
                 event = self.decoder.decode(msg.value())
+                ts_type, ts = msg.timestamp()
                 event_id, entity_id, event_time, model, raw = validate_envelope(
                     event, default_model=self.default_model,
-                    fallback_time_ms=msg.timestamp()[1] if msg.timestamp()[0] else now_ms,
+                    fallback_time_ms=ts if ts_type else now_ms,
                 )
                 validator = self.catalog.validators.get(model)
                 if validator is None:
