@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 
@@ -12,7 +13,7 @@ from .loop import StreamLoop
 from .metrics import ServiceEndpoint
 from .settings import Settings
 
-__all__ = ["redis_client", "run_service"]
+__all__ = ["redis_client", "run_service", "tune_gc"]
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,19 @@ def redis_client(settings: Settings) -> redis.Redis:
     )
 
 
+def tune_gc() -> None:
+    """Batches allocate many short-lived dicts, freed by reference counting; the cyclic
+    collector's frequent passes over the long-lived heap (models, clients, metrics) cost up to a
+    third of a batch. Freeze what start-up built and run the collector far less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
 def run_service(name: str, settings: Settings, build: Callable[[Settings], StreamLoop]) -> None:
     configure_logging(name, settings.log_level, settings.log_format)
     loop = build(settings)
+    tune_gc()
     endpoint = ServiceEndpoint(settings.metrics_host, settings.service_port(name), loop.ready)
     endpoint.start()
     log.info("%s consuming %s; metrics on :%d", name, ", ".join(loop.topics), endpoint.port)
