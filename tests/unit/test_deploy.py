@@ -46,6 +46,10 @@ KUSTOMIZATION = K8S / "kustomization.yaml"
 SETTINGS_ENV = {f"MODELSTREAM_{name.upper()}" for name in Settings.model_fields}
 SECRET_FILE_ENV = {f"MODELSTREAM_{name.upper()}_FILE" for name in _SECRET_FILES}
 WORKLOAD_KINDS = {"Deployment", "Job"}
+# Services that must run as exactly one replica: the monitor's windows must see every partition.
+SINGLETONS = {"monitor"}
+# Replicas per service in the Kubernetes manifests.
+K8S_REPLICAS = {"ingest": 2, "predict": 3, "join": 2, "monitor": 1}
 
 
 # -- loading --------------------------------------------------------------------------------
@@ -163,6 +167,11 @@ def assert_cli_argv(argv: list[str], where: str) -> argparse.Namespace:
         raise AssertionError(f"{where}: `modelstream {' '.join(argv)}` is rejected") from exc
 
 
+def reads_artifacts(service: str) -> bool:
+    """Whether ``modelstream run SERVICE`` opens the artifact store (so needs the volume)."""
+    return "ArtifactStore" in (ROOT / "services" / service / "service.py").read_text()
+
+
 def service_port(env: dict[str, str], service: str) -> int:
     return int(env.get("MODELSTREAM_METRICS_PORT") or SERVICE_PORTS[service])
 
@@ -192,11 +201,19 @@ def load_healthcheck() -> ModuleType:
 def test_run_choices_are_the_services() -> None:
     assert run_choices() == set(SERVICES)
     assert set(SERVICES) <= set(SERVICE_PORTS)
+    assert set(K8S_REPLICAS) == set(SERVICES)
+    assert SINGLETONS.issubset(SERVICES)
+
+
+def test_which_services_read_the_artifact_store() -> None:
+    # The deployment files mount the store exactly where this says; a change here is a change
+    # to docker-compose.yml and deploy/kubernetes/ too.
+    assert {s for s in SERVICES if reads_artifacts(s)} == {"ingest", "predict", "monitor"}
 
 
 def test_compose_services_run_real_cli_commands() -> None:
     services = modelstream_compose_services()
-    assert {"topics", "model", "ingest", "predict"} <= set(services)
+    assert {"topics", "model", *SERVICES} <= set(services)
     for name, svc in services.items():
         if "entrypoint" in svc:
             continue  # a Python one-off: checked below
@@ -343,7 +360,7 @@ def test_compose_ports_match_the_env_and_prometheus() -> None:
         n: s for n, s in modelstream_compose_services().items()
         if s.get("command", [None])[0] == "run"
     }
-    assert set(runners) == {"ingest", "predict"}
+    assert set(runners) == set(SERVICES)
     for name, svc in runners.items():
         port = service_port(compose_env(svc), name)
         assert str(port) in [str(p) for p in svc.get("expose", [])], name
@@ -353,11 +370,45 @@ def test_compose_ports_match_the_env_and_prometheus() -> None:
 
 
 def test_compose_partitions_cover_the_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
-    predict = compose_services()["predict"]
-    replicas = predict["deploy"]["replicas"]
-    assert replicas >= 2
-    settings = settings_from(compose_env(predict), monkeypatch)
-    assert settings.partitions >= replicas
+    services = compose_services()
+    assert services["predict"]["deploy"]["replicas"] >= 2
+    for name in SERVICES:
+        svc = services[name]
+        replicas = svc.get("deploy", {}).get("replicas", svc.get("scale", 1))
+        settings = settings_from(compose_env(svc), monkeypatch)
+        assert settings.partitions >= replicas, name
+
+
+def test_monitor_runs_exactly_one_replica() -> None:
+    """compose and Kubernetes both run one monitor, and Kubernetes never two at once."""
+    services = compose_services()
+    deployments = applied_objects("Deployment")
+    budgets = applied_objects("PodDisruptionBudget")
+    autoscalers = applied_objects("HorizontalPodAutoscaler")
+    for name in SINGLETONS:
+        svc = services[name]
+        assert svc["deploy"]["replicas"] == 1, f"compose {name}"
+        assert svc.get("scale", 1) == 1, f"compose {name}"
+        dep = deployments[f"modelstream-{name}"]
+        assert dep["spec"]["replicas"] == 1, f"k8s {name}"
+        # A rolling update would run the old and the new pod side by side, splitting the
+        # partitions between two monitors: the old one must stop (and checkpoint) first.
+        assert dep["spec"]["strategy"] == {"type": "Recreate"}, f"k8s {name}"
+        target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": dep["metadata"]["name"]}
+        for hpa in autoscalers.values():
+            assert hpa["spec"]["scaleTargetRef"] != target, f"an autoscaler scales {name}"
+        # No budget that would forbid evicting the only pod (and so block node drains).
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        for pdb in budgets.values():
+            if _selects(pdb["spec"]["selector"]["matchLabels"], labels):
+                spec = pdb["spec"]
+                assert spec.get("minAvailable", 0) == 0 and spec.get("maxUnavailable", 1) != 0, (
+                    f"PodDisruptionBudget {pdb['metadata']['name']} blocks evicting {name}"
+                )
+    scalable = set(SERVICES) - SINGLETONS
+    for name in scalable:
+        strategy = deployments[f"modelstream-{name}"]["spec"]["strategy"]
+        assert strategy["type"] == "RollingUpdate", name
 
 
 def test_compose_wiring() -> None:
@@ -377,11 +428,16 @@ def test_compose_wiring() -> None:
                 assert (ROOT / source).exists(), f"{name}: {source} does not exist"
     for one_shot in ("topics", "model"):
         assert services[one_shot].get("restart") == "no"
-    for name in ("ingest", "predict"):
+    for name in SERVICES:
         deps = services[name]["depends_on"]
-        assert {"kafka", "redis", "topics", "model"} <= set(deps)
-        assert "artifacts:/artifacts:ro" in services[name]["volumes"]
-        assert "healthcheck" in services[name]
+        assert {"kafka", "redis", "topics"} <= set(deps), name
+        assert "healthcheck" in services[name], name
+        mounts = services[name].get("volumes", [])
+        if reads_artifacts(name):
+            assert "model" in deps, name
+            assert "artifacts:/artifacts:ro" in mounts, name
+        else:
+            assert not any(m.split(":")[0] == "artifacts" for m in mounts), name
     assert "artifacts:/artifacts" in services["model"]["volumes"]  # writable there
 
     kafka_env = compose_env(services["kafka"])
@@ -419,7 +475,7 @@ def test_k8s_manifests_are_namespace_agnostic() -> None:
 def test_k8s_deployments_probes_resources_security() -> None:
     deployments = applied_objects("Deployment")
     replicas = {n: d["spec"]["replicas"] for n, d in deployments.items()}
-    assert replicas == {"modelstream-ingest": 2, "modelstream-predict": 3}
+    assert replicas == {f"modelstream-{s}": r for s, r in K8S_REPLICAS.items()}
     for name, dep in deployments.items():
         spec = dep["spec"]
         pod = spec["template"]["spec"]
@@ -453,11 +509,14 @@ def test_k8s_writable_tmp_and_readonly_artifacts() -> None:
             if c.get("securityContext", {}).get("readOnlyRootFilesystem"):
                 assert "emptyDir" in volumes[mounts["/tmp"]["name"]], f"{name}: /tmp"
             artifact_dir = container_env(c).get("MODELSTREAM_ARTIFACT_DIR")
-            if c["args"][0] == "run":
-                mount = mounts[artifact_dir]
-                claim = volumes[mount["name"]]["persistentVolumeClaim"]
-                assert claim["claimName"] == "modelstream-artifacts"
-                assert mount["readOnly"] is True and claim["readOnly"] is True
+            claims = {v.get("persistentVolumeClaim", {}).get("claimName") for v in volumes.values()}
+            if c["args"][0] != "run" or not reads_artifacts(c["args"][1]):
+                assert "modelstream-artifacts" not in claims, f"{name} needs no artifacts"
+                continue
+            mount = mounts[artifact_dir]
+            claim = volumes[mount["name"]]["persistentVolumeClaim"]
+            assert claim["claimName"] == "modelstream-artifacts"
+            assert mount["readOnly"] is True and claim["readOnly"] is True
 
 
 def test_k8s_headless_services_and_disruption_budgets() -> None:
@@ -476,9 +535,13 @@ def test_k8s_headless_services_and_disruption_budgets() -> None:
         assert notes["prometheus.io/scrape"] == "true"
         assert notes["prometheus.io/port"] == str(port)
         assert notes["prometheus.io/path"] == "/metrics"
-        (pdb,) = [b for b in budgets.values() if _selects(b["spec"]["selector"]["matchLabels"],
-                                                          labels)]
-        assert ("minAvailable" in pdb["spec"]) != ("maxUnavailable" in pdb["spec"])
+        selected = [b for b in budgets.values()
+                    if _selects(b["spec"]["selector"]["matchLabels"], labels)]
+        assert len(selected) <= 1, dep["metadata"]["name"]
+        if dep["spec"]["replicas"] > 1:  # a singleton needs none (see the monitor's test)
+            assert selected, f"{dep['metadata']['name']} has no PodDisruptionBudget"
+        for pdb in selected:
+            assert ("minAvailable" in pdb["spec"]) != ("maxUnavailable" in pdb["spec"])
 
 
 def test_k8s_partitions_cover_the_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
