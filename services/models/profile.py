@@ -25,14 +25,20 @@ __all__ = [
 DECILES: tuple[float, ...] = tuple(i / 10 for i in range(1, 10))
 
 
-def numeric_profile(values: np.ndarray, quantiles: Sequence[float] = DECILES) -> NumericProfile:
-    """Quantile edges (deduplicated) and the share of ``values`` in each bin, plus moments."""
+def _column(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The column as float64, and its non-missing values; refuses a column with none."""
     values = np.asarray(values, dtype=np.float64).ravel()
     if values.size == 0:
         raise ValueError("cannot profile an empty column")
     finite = values[~np.isnan(values)]
     if finite.size == 0:
         raise ValueError("cannot profile a column with no values")
+    return values, finite
+
+
+def numeric_profile(values: np.ndarray, quantiles: Sequence[float] = DECILES) -> NumericProfile:
+    """Quantile edges (deduplicated) and the share of ``values`` in each bin, plus moments."""
+    values, finite = _column(values)
     # Discrete or point-mass columns repeat quantiles; duplicates would make empty, unusable bins.
     edges = np.unique(np.quantile(finite, list(quantiles)))
     index = np.searchsorted(edges, finite, side="right")
@@ -53,12 +59,7 @@ def categorical_profile(
     values: np.ndarray, categories: Sequence[int | str], codes: Sequence[float]
 ) -> CategoricalProfile:
     """The share of each category among encoded ``values`` (``codes[i]`` encodes category i)."""
-    values = np.asarray(values, dtype=np.float64).ravel()
-    if values.size == 0:
-        raise ValueError("cannot profile an empty column")
-    finite = values[~np.isnan(values)]
-    if finite.size == 0:
-        raise ValueError("cannot profile a column with no values")
+    values, finite = _column(values)
     code_array = np.asarray(codes, dtype=np.float64)
     hits = finite[:, None] == code_array[None, :]
     counts = hits.sum(axis=0)
