@@ -64,16 +64,7 @@ def settings(servers: tuple[EmbeddedServer, EmbeddedServer], demo_store: Artifac
 
 def settings_env(s: Settings) -> dict[str, str]:
     """The environment a `modelstream` child process needs to run with these settings."""
-    return {
-        **os.environ,
-        "MODELSTREAM_KAFKA_BOOTSTRAP": s.kafka_bootstrap or "",
-        "MODELSTREAM_REDIS_URL": s.redis_url or "",
-        "MODELSTREAM_TOPIC_PREFIX": s.topic_prefix,
-        "MODELSTREAM_PARTITIONS": str(s.partitions),
-        "MODELSTREAM_DATA_DIR": str(s.data_dir),
-        "MODELSTREAM_ARTIFACT_DIR": str(s.artifacts),
-        "MODELSTREAM_METRICS_PORT": "0",
-    }
+    return {**os.environ, **s.child_env(), "MODELSTREAM_METRICS_PORT": "0"}
 
 
 class LoopThread:

@@ -172,6 +172,22 @@ class Settings(BaseSettings):
         }
         return out
 
+    def child_env(self) -> dict[str, str]:
+        """The environment that gives a ``modelstream run <service>`` child these servers,
+        topics, formats and stores (secrets are left to the environment it inherits)."""
+        env = {
+            "MODELSTREAM_TOPIC_PREFIX": self.topic_prefix,
+            "MODELSTREAM_PARTITIONS": str(self.partitions),
+            "MODELSTREAM_OUTPUT_FORMAT": self.output_format,
+            "MODELSTREAM_DATA_DIR": str(self.data_dir),
+            "MODELSTREAM_ARTIFACT_DIR": str(self.artifacts),
+        }
+        if self.kafka_bootstrap:
+            env["MODELSTREAM_KAFKA_BOOTSTRAP"] = self.kafka_bootstrap
+        if self.redis_url:
+            env["MODELSTREAM_REDIS_URL"] = self.redis_url
+        return env
+
     def service_port(self, service: str) -> int:
         if self.metrics_port is not None:
             return self.metrics_port

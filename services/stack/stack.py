@@ -105,12 +105,7 @@ class Stack:
                 self.say(f"model   {name} v{store.latest(name)}")
 
     def _start_services(self, settings: Settings) -> None:
-        env = {
-            "MODELSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-            "MODELSTREAM_REDIS_URL": settings.redis_url or "",
-            "MODELSTREAM_DATA_DIR": str(settings.data_dir),
-            **self.service_env,
-        }
+        env = {**settings.child_env(), **self.service_env}
         for name in self.service_names:
             port = settings.service_port(name)
             if not port or not port_is_free(port):
