@@ -1,8 +1,9 @@
 """The pure half of the benchmark: medians, percentiles, ratios to a baseline, bars, tables.
 
-A :class:`Figure` is one measured quantity (events/s, or a latency in ms) with the value of each
-run; its value is the median of the runs. A figure may name the baseline figure it is compared
-with, and carry :class:`Bar` s — the targets an issue set — each judged PASS or FAIL.
+A :class:`Figure` is one measured quantity (a rate such as events/s, a latency in ms, or a size
+in bytes) with the value of each run; its value is the median of the runs. A figure may name
+the baseline figure it is compared with, and carry :class:`Bar` s — the targets an issue set —
+each judged PASS or FAIL.
 
 >>> median([3.0, 1.0, 2.0])
 2.0
@@ -22,6 +23,7 @@ __all__ = [
     "Figure",
     "format_ratio",
     "format_value",
+    "is_rate",
     "markdown_report",
     "median",
     "percentile",
@@ -31,6 +33,12 @@ __all__ = [
 ]
 
 BarKind = Literal["min_ratio", "min_value", "max_value"]
+Unit = Literal["ev/s", "outcomes/s", "ms", "B"]
+
+
+def is_rate(unit: str) -> bool:
+    """Rates compare as a share of their baseline; latencies and sizes as a multiple of it."""
+    return unit.endswith("/s")
 
 
 def median(values: Sequence[float]) -> float:
@@ -86,7 +94,7 @@ class Bar:
 class Figure:
     key: str
     label: str
-    unit: Literal["ev/s", "ms"]
+    unit: Unit
     runs: list[float] = field(default_factory=list)
     baseline: str | None = None  # key of the figure this one is compared with
     bars: tuple[Bar, ...] = ()
@@ -109,17 +117,20 @@ def format_ratio(r: float, unit: str) -> str:
     """Throughput as a share of the baseline; latency as a multiple of it."""
     if math.isnan(r):
         return "n/a"
-    return f"{r:.0%}" if unit == "ev/s" else f"{r:.2f}×"
+    return f"{r:.0%}" if is_rate(unit) else f"{r:.2f}×"
 
 
 def _runs_text(fig: Figure) -> str:
     if fig.unit == "ms":
         return " ".join(f"{v:.1f}" for v in fig.runs)
+    if fig.unit == "B":
+        return " ".join(f"{v:,.0f}" for v in fig.runs)
     return " ".join(f"{v / 1000:.1f}k" for v in fig.runs)
 
 
 def _rows(figures: Sequence[Figure]) -> list[list[str]]:
     by_key = {f.key: f for f in figures}
+    baselines = {f.baseline for f in figures}
     rows = []
     for fig in figures:
         base = by_key.get(fig.baseline) if fig.baseline else None
@@ -128,11 +139,15 @@ def _rows(figures: Sequence[Figure]) -> list[list[str]]:
             f"{'PASS' if bar.passed(fig.value, r) else 'FAIL'} {bar.describe(fig.unit)}"
             for bar in fig.bars
         ]
+        if fig.baseline is not None:
+            versus = format_ratio(r, fig.unit)
+        else:  # a figure nothing is compared with is reported, not a baseline
+            versus = "baseline" if fig.key in baselines else ""
         rows.append([
             fig.label,
             format_value(fig.value, fig.unit),
             _runs_text(fig),
-            "baseline" if fig.baseline is None else format_ratio(r, fig.unit),
+            versus,
             "; ".join(verdicts),
         ])
     return rows

@@ -1,11 +1,14 @@
 """``make bench``: modelstream's throughput and latency next to raw Kafka passthrough.
 
-Everything runs on the embedded stack (tansu broker and Valkey on free ports, a temporary data
-directory, the demo model trained into a temporary artifact store). Each figure is the median
-of ``--runs`` runs; each run has topics of its own. Runs are interleaved (one round of every
-measurement, then the next round) so that a slow spell of the machine hits all figures alike.
+Throughput of predict, ingest, join (outcomes joined, and Redis memory per pending prediction)
+and monitor (labeled events), each in one process; end-to-end latency through ingest and
+predict. Everything runs on the embedded stack (tansu broker and Valkey on free ports, a
+temporary data directory, the demo model trained into a temporary artifact store). Each figure
+is the median of ``--runs`` runs; each run has topics of its own. Runs are interleaved (one
+round of every measurement, then the next round) so that a slow spell of the machine hits all
+figures alike.
 
-    python -m bench.run [--quick] [--runs N] [--json]
+    python -m bench.run [--quick] [--runs N] [--json] [--only predict,ingest,e2e,join,monitor]
 """
 
 from __future__ import annotations
@@ -32,14 +35,25 @@ import orjson
 from services.ingest.service import build as build_ingest
 from services.predict.service import build as build_predict
 
-from . import latency, throughput
-from .report import Bar, Figure, markdown_report, results_json, table
+from . import labels, latency, throughput
+from .join import measure_join
+from .monitor import measure_monitor, warm_up
+from .report import Bar, Figure, format_value, markdown_report, results_json, table
 from .stack import BenchStack
 
 __all__ = ["main"]
 
 REPORT = Path(__file__).with_name("report.md")
 EVENTS = 80_000
+# join: outcomes per run, each with its prediction. monitor: labeled records per run, each with
+# its prediction, after MONITOR_WARM of each handled untimed (to time it in its steady state).
+JOIN_EVENTS = 40_000
+QUICK_JOIN_EVENTS = 10_000
+# The monitor's cost per record is periodic: it rises ~10× over ~14,000 records of each stream,
+# then drops (the dict of recent prediction ids being compacted), so runs span whole periods.
+MONITOR_EVENTS = 42_000
+QUICK_MONITOR_EVENTS = 28_000
+MONITOR_WARM = 10_000
 # The baseline passes the same records on several times over (at least RAW_REPEAT times, and
 # at least RAW_MIN records): over N alone its window is under half a second, a start-up
 # transient that overstates its steady rate by ~50% (measured: 1× ~180k/s, 2× and 4× ~120k/s).
@@ -51,6 +65,9 @@ QUICK_E2E_SECONDS = 3.0
 
 PREDICT_BARS = (Bar("min_ratio", 0.40), Bar("min_value", 30_000))
 INGEST_BARS = (Bar("min_ratio", 0.25),)
+JOIN_BARS = (Bar("min_value", 50_000),)
+MONITOR_BARS = (Bar("min_value", 50_000),)
+GROUPS = ("predict", "ingest", "e2e", "join", "monitor")
 
 
 def _figures() -> dict[str, Figure]:
@@ -62,6 +79,13 @@ def _figures() -> dict[str, Figure]:
                bars=INGEST_BARS),
         Figure("ingest_partial", "ingest + Redis merge, 20% partial", "ev/s", baseline="raw",
                bars=INGEST_BARS),
+        Figure("join_pf", "join, predictions then outcomes", "outcomes/s", baseline="raw",
+               bars=JOIN_BARS),
+        Figure("join_of", "join, outcomes then predictions", "outcomes/s", baseline="raw",
+               bars=JOIN_BARS),
+        Figure("join_memory", "join, Redis per pending prediction", "B"),
+        Figure("monitor", "monitor, all metrics + drift (both streams)", "ev/s",
+               baseline="raw", bars=MONITOR_BARS),
         Figure("e2e_raw_p50", "e2e p50, 2 raw passthrough hops", "ms"),
         Figure("e2e_p50", "e2e p50, ingest → predict", "ms", baseline="e2e_raw_p50",
                bars=(Bar("max_value", 10.0),)),
@@ -76,6 +100,8 @@ def _figures() -> dict[str, Figure]:
 class Plan:
     runs: int
     events: int
+    join_events: int
+    monitor_events: int
     e2e_seconds: float
     rate: float
     warm_seconds: float
@@ -84,6 +110,14 @@ class Plan:
     def wants(self, group: str) -> bool:
         return not self.only or group in self.only
 
+    def wants_throughput(self) -> bool:
+        return any(self.wants(g) for g in ("predict", "ingest", "join", "monitor"))
+
+    def labeled_events(self) -> int:
+        """Predictions (with outcomes and labeled records) join and monitor need."""
+        return max(self.join_events * self.wants("join"),
+                   (MONITOR_WARM + self.monitor_events) * self.wants("monitor"))
+
 
 @dataclass
 class Data:
@@ -91,6 +125,9 @@ class Data:
     partial: throughput.Records  # raw features events, ~20% partial updates
     valid: throughput.Records  # complete vectors as ingest writes them to features.valid
     warmup: throughput.Records
+    scoring: throughput.Records  # complete events (``full`` first) to make predictions of
+    truth: list[str]  # the true label of each of those
+    labeled: labels.Labeled | None = None  # join's and monitor's records, scored once up
 
 
 class Progress:
@@ -112,17 +149,62 @@ def _generate(plan: Plan) -> Data:
     e2e_events = int(plan.rate * plan.e2e_seconds) + 1
     ctx = multiprocessing.get_context("spawn")  # no fork of a process with Kafka threads
     with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as pool:
-        full = pool.submit(throughput.feature_events, plan.events, partial=False)
+        full = pool.submit(labels.feature_events_with_truth,
+                           max(plan.events, plan.labeled_events()))
         partial = pool.submit(
             throughput.feature_events, max(plan.events, e2e_events), partial=True
-        )
+        ) if plan.wants("ingest") or plan.wants("e2e") else None
         warmup = pool.submit(throughput.feature_events, 2000, partial=False, seed=11)
-        return _finish(full.result(), partial.result(), warmup.result(), plan.events)
+        return _finish(full.result(), partial.result() if partial else [], warmup.result(),
+                       plan.events)
 
 
-def _finish(full: throughput.Records, partial: throughput.Records,
+def _finish(full: tuple[throughput.Records, list[str]], partial: throughput.Records,
             warmup: throughput.Records, n: int) -> Data:
-    return Data(full=full, partial=partial[:n], valid=throughput.as_valid(full), warmup=warmup)
+    records, truth = full
+    return Data(full=records[:n], partial=partial[:n], valid=throughput.as_valid(records[:n]),
+                warmup=warmup, scoring=records, truth=truth)
+
+
+@dataclass
+class Job:
+    keys: tuple[str, ...]  # the figures one run of it gives a value to
+    run: Callable[[], tuple[dict[str, float], str]]  # → value per key, and a note on the run
+
+
+def _loop_job(key: str, measure: Callable[[], throughput.LoopTiming]) -> Job:
+    def run() -> tuple[dict[str, float], str]:
+        t = measure()
+        outs = ", ".join(f"{n:,} to {topic}" for topic, n in t.outputs.items())
+        note = f"{t.consumed:,} in {t.seconds:.2f} s ({outs}; {t.split()})"
+        return {key: t.rate if t.consumed else math.nan}, note
+
+    return Job((key,), run)
+
+
+def _labeled_jobs(stack: BenchStack, plan: Plan, data: Data) -> list[Job]:
+    assert data.labeled is not None
+    labeled = data.labeled.part(0, plan.join_events)
+    monitored = data.labeled.part(0, MONITOR_WARM + plan.monitor_events)
+    jobs = []
+    if plan.wants("join"):
+        def predictions_first() -> tuple[dict[str, float], str]:
+            j = measure_join(stack, "jp", labeled, "predictions")
+            return {"join_pf": j.rate, "join_memory": j.memory_per_pending}, j.note()
+
+        def outcomes_first() -> tuple[dict[str, float], str]:
+            j = measure_join(stack, "jo", labeled, "outcomes")
+            return {"join_of": j.rate}, j.note()
+
+        jobs += [Job(("join_pf", "join_memory"), predictions_first),
+                 Job(("join_of",), outcomes_first)]
+    if plan.wants("monitor"):
+        def monitor() -> tuple[dict[str, float], str]:
+            m = measure_monitor(stack, "mo", monitored, warm=MONITOR_WARM)
+            return {"monitor": m.rate}, m.note()
+
+        jobs.append(Job(("monitor",), monitor))
+    return jobs
 
 
 def _throughput_round(
@@ -135,34 +217,33 @@ def _throughput_round(
     def features_topic(s: Any) -> str:
         return str(s.topics.features)
 
-    jobs: list[tuple[str, Callable[[], throughput.LoopTiming]]] = []
-    if plan.wants("predict") or plan.wants("ingest"):
-        repeat = max(RAW_REPEAT, -(-RAW_MIN // len(data.valid)))
-        jobs.append(("raw", lambda: throughput.measure_passthrough(stack, data.valid * repeat)))
+    repeat = max(RAW_REPEAT, -(-RAW_MIN // len(data.valid)))
+    jobs = [_loop_job("raw", lambda: throughput.measure_passthrough(stack, data.valid * repeat))]
     if plan.wants("predict"):
-        jobs.append(("predict_json", lambda: throughput.measure_service(
+        jobs.append(_loop_job("predict_json", lambda: throughput.measure_service(
             stack, "pj", build_predict, valid_topic, data.valid)))
-        jobs.append(("predict_avro", lambda: throughput.measure_service(
+        jobs.append(_loop_job("predict_avro", lambda: throughput.measure_service(
             stack, "pa", build_predict, valid_topic, data.valid, output_format="avro")))
     if plan.wants("ingest"):
-        jobs.append(("ingest_full", lambda: throughput.measure_service(
+        jobs.append(_loop_job("ingest_full", lambda: throughput.measure_service(
             stack, "if", build_ingest, features_topic, data.full)))
-        jobs.append(("ingest_partial", lambda: throughput.measure_service(
+        jobs.append(_loop_job("ingest_partial", lambda: throughput.measure_service(
             stack, "ip", build_ingest, features_topic, data.partial)))
-    for key, job in jobs:
-        fig = figs[key]
+    if plan.wants("join") or plan.wants("monitor"):
+        jobs += _labeled_jobs(stack, plan, data)
+    for job in jobs:
         try:
-            t = job()
-            rate = t.rate if t.consumed else math.nan
-            outs = ", ".join(f"{n:,} to {topic}" for topic, n in t.outputs.items())
-            note = f"run {round_no}: {t.consumed:,} in {t.seconds:.2f} s ({outs}; {t.split()})"
+            values, note = job.run()
         except Exception as exc:  # one failed run must not lose the others
-            rate, note = math.nan, f"run {round_no}: failed: {exc!r}"
+            values, note = {}, f"failed: {exc!r}"
             traceback.print_exc(file=sys.stderr)
-        fig.runs.append(rate)
-        fig.notes.append(note)
-        progress.line(f"{fig.label:<36} run {round_no}/{plan.runs}  "
-                      f"{'failed' if math.isnan(rate) else f'{rate:>9,.0f} ev/s'}   {note}")
+        for key in job.keys:
+            figs[key].runs.append(values.get(key, math.nan))
+            figs[key].notes.append(f"run {round_no}: {note}")
+        fig = figs[job.keys[0]]
+        value = values.get(fig.key, math.nan)
+        shown = "failed" if math.isnan(value) else format_value(value, fig.unit)
+        progress.line(f"{fig.label:<44} run {round_no}/{plan.runs}  {shown:>18}   {note}")
 
 
 def _latency_round(
@@ -198,6 +279,23 @@ def _latency_round(
         rate=plan.rate, seconds=plan.e2e_seconds, warm_seconds=plan.warm_seconds,
         on_result=record,
     )
+
+
+def _prepare_labeled(stack: BenchStack, plan: Plan, data: Data, figs: dict[str, Figure]) -> None:
+    """Score join's and monitor's records once; warm the monitor's one-time calibrations."""
+    before = time.monotonic()
+    n = plan.labeled_events()
+    data.labeled = labels.labeled_records(stack.store, data.scoring[:n], data.truth[:n])
+    scored = time.monotonic() - before
+    note = ""
+    if plan.wants("monitor"):
+        seconds = warm_up(stack, data.labeled)
+        note = (f"before the runs, an in-process pass over {min(n, 10_000):,} + "
+                f"{min(n, 10_000):,} records, filling the per-process caches of one-time "
+                f"calibrations, took {seconds:.2f} s")
+        figs["monitor"].notes.append(note)
+    print(f"{n:,} predictions, outcomes and labeled records made in {scored:.1f} s"
+          + (f"; {note}" if note else ""), file=sys.stderr, flush=True)
 
 
 def machine_info(argv: list[str]) -> dict[str, Any]:
@@ -253,6 +351,41 @@ def method(plan: Plan) -> list[str]:
         "ingest: services.ingest.service.build in one process, with the Redis (Valkey) merge, "
         "over agrawal_events(bad_rate=0): every event complete, or the default 20% partial "
         "updates.",
+        f"join: services.join.service.build in one process, one loop (one group join) in two "
+        f"phases over {plan.join_events:,} predictions of the demo model (scored on the "
+        "complete events above) and their outcomes, one per event. Phase 1: the first stream, "
+        "produced beforehand, is joined (all stored in Redis, nothing labeled); then the clock "
+        "stops, and the consumer's fetching is paused, while the second stream is produced; "
+        "phase 2: it is joined, every record "
+        "labeling one prediction, until the last labeled record is acknowledged. Each phase "
+        "is timed from its first batch to its end; outcomes/s joined = outcomes / (phase 1 + "
+        "phase 2), so the predictions' share of the work is in it. Two orders: predictions "
+        "then outcomes (outcome-driven labeling), outcomes then predictions. Its ratio is "
+        "outcomes/s over the passthrough's records/s (join reads two records per outcome).",
+        "join, Redis per pending prediction: Valkey's INFO used_memory at the end of phase 1 "
+        "of the predictions-first run minus before it (every measurement has its own key "
+        "prefix, and the keys of each are deleted after it), divided by the predictions "
+        "stored: the join state (hash, TTL, due-set entry) of a prediction awaiting its "
+        "outcome, with the demo model's 9-feature snapshot. The outcomes-first run's figure "
+        "per pending outcome is in its notes.",
+        f"monitor: services.monitor.service.build in one process with default settings (every "
+        "quality metric, drift of the 9 demo features and of the score, the label-free "
+        "estimate, concept drift, alerts; evaluation every monitor_eval_seconds, checkpoint "
+        f"every monitor_checkpoint_seconds), in its steady state: one loop first handles "
+        f"{MONITOR_WARM:,} predictions and their {MONITOR_WARM:,} labeled records untimed (the "
+        "monitor's memory of recent prediction ids, 4 × monitor_window = 8,000 per stream, "
+        "is cheaper until full, and the sliding windows fill); then, with the clock stopped "
+        f"and the consumer's fetching paused, {plan.monitor_events:,} more of each are "
+        "produced, and read at once, timed from the next batch (fetching included, as for the "
+        "other services). Its handler publishes nothing, so the clock stops at the loop's "
+        "final flush after the batch completing both streams. events/s counts the records of "
+        "both streams (predictions + labeled). The monitor's cost per "
+        "record is periodic (its dict of recent ids grows costlier to evict from over ~14,000 "
+        "records of each stream until compacted), so a run spans whole periods. Before the "
+        "runs, an in-process pass over the records fills "
+        "the per-process caches of one-time calibrations (drift thresholds' null samples, "
+        "CUSUM designs), as a long-running monitor has; the evaluations and checkpoints that "
+        "fall inside a run, and their cost, are in its notes.",
         f"e2e latency: ingest and predict each as `python -m services.cli.main run <service>`; "
         f"a producer (modelstream's producer settings, linger.ms=2) offers {plan.rate:,.0f} "
         f"events/s for {plan.e2e_seconds:g} s to features, stamping each event at hand-over; "
@@ -279,41 +412,61 @@ def method(plan: Plan) -> list[str]:
 def _parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
-                   help=f"a quarter of the events, {QUICK_E2E_SECONDS:g} s of latency load")
+                   help=f"a quarter of the events (join {QUICK_JOIN_EVENTS:,}, monitor "
+                        f"{QUICK_MONITOR_EVENTS:,}), {QUICK_E2E_SECONDS:g} s of latency load")
     p.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
-    p.add_argument("--events", type=int, help=f"records per throughput run (default {EVENTS:,})")
+    p.add_argument("--events", type=int,
+                   help=f"records per throughput run (default {EVENTS:,}; join: "
+                        f"{JOIN_EVENTS:,} outcomes, monitor: {MONITOR_EVENTS:,} labeled)")
     p.add_argument("--seconds", type=float, help=f"latency load duration (default {E2E_SECONDS:g})")
     p.add_argument("--rate", type=float, default=E2E_RATE, help="latency load, events/s")
-    p.add_argument("--only", action="append", choices=["predict", "ingest", "e2e"],
-                   help="run only these measurements (repeatable)")
+    p.add_argument("--only", action="append", type=_groups, metavar="GROUP[,GROUP…]",
+                   help=f"run only these measurements, of {', '.join(GROUPS)} (repeatable, or "
+                        "comma-separated)")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     p.add_argument("--report", type=Path, default=REPORT, help=f"default {REPORT}")
     args = p.parse_args(argv)
     if args.runs < 1:
         p.error("--runs must be at least 1")
+    args.only = {g for groups in args.only or () for g in groups}
     return args
+
+
+def _groups(text: str) -> list[str]:
+    groups = [g.strip() for g in text.split(",") if g.strip()]
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown or not groups:
+        raise argparse.ArgumentTypeError(
+            f"unknown measurement {', '.join(unknown) or repr(text)}; choose from "
+            f"{', '.join(GROUPS)}")
+    return groups
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parse(argv)
+    events = args.events or (EVENTS // 4 if args.quick else EVENTS)
     plan = Plan(
         runs=args.runs,
-        events=args.events or (EVENTS // 4 if args.quick else EVENTS),
+        events=events,
+        join_events=args.events or (QUICK_JOIN_EVENTS if args.quick else JOIN_EVENTS),
+        monitor_events=args.events or (QUICK_MONITOR_EVENTS if args.quick else MONITOR_EVENTS),
         e2e_seconds=args.seconds or (QUICK_E2E_SECONDS if args.quick else E2E_SECONDS),
         rate=args.rate,
         warm_seconds=0.5 if args.quick else 1.0,
-        only=set(args.only or ()),
+        only=args.only,
     )
     machine = machine_info(argv)
     figs = _figures()
     per_round = (
-        (plan.wants("predict") or plan.wants("ingest")) + 2 * plan.wants("predict")
-        + 2 * plan.wants("ingest") + 2 * plan.wants("e2e")
+        plan.wants_throughput() + 2 * plan.wants("predict") + 2 * plan.wants("ingest")
+        + 2 * plan.wants("join") + plan.wants("monitor") + 2 * plan.wants("e2e")
     )
     progress = Progress(per_round * plan.runs)
-    print(f"modelstream bench: {plan.runs} runs, {plan.events:,} events per throughput run, "
-          f"latency at {plan.rate:,.0f} ev/s for {plan.e2e_seconds:g} s", file=sys.stderr)
+    print(f"modelstream bench: {plan.runs} runs, {plan.events:,} events per throughput run "
+          f"({plan.join_events:,} outcomes for join, {plan.monitor_events:,} labeled for "
+          f"monitor), latency at "
+          f"{plan.rate:,.0f} ev/s for {plan.e2e_seconds:g} s", file=sys.stderr)
 
     started = time.monotonic()
     pool = concurrent.futures.ThreadPoolExecutor(1)
@@ -323,8 +476,10 @@ def main(argv: list[str] | None = None) -> int:
         pool.shutdown()
         print(f"stack up and {len(data.full) + len(data.partial):,} events generated in "
               f"{time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
+        if plan.wants("join") or plan.wants("monitor"):
+            _prepare_labeled(stack, plan, data, figs)
         for r in range(1, plan.runs + 1):
-            if plan.wants("predict") or plan.wants("ingest"):
+            if plan.wants_throughput():
                 _throughput_round(stack, plan, data, figs, r, progress)
         if plan.wants("e2e"):
             for r in range(1, plan.runs + 1):

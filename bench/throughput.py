@@ -28,6 +28,7 @@ from .stack import BenchStack, produce_all
 __all__ = [
     "LoopTiming",
     "Records",
+    "acknowledged",
     "as_valid",
     "feature_events",
     "measure_loop",
@@ -71,12 +72,16 @@ def as_valid(full: Records) -> Records:
 
 @dataclass
 class LoopTiming:
-    consumed: int = 0
+    consumed: int = 0  # records handled in the timed window
     outputs: dict[str, int] = field(default_factory=dict)  # topic → records it holds after
     started: float | None = None
     finished: float | None = None
     handler_seconds: float = 0.0  # inside the service's handler (decode, score/merge, encode)
     flush_seconds: float = 0.0  # waiting in producer.flush for the batch's acknowledgements
+    paused_at: float | None = None  # end of the first phase of a two-phase run
+    resumed_at: float | None = None  # the first batch of its second phase
+    first_phase_records: int = 0
+    warm_records: int = 0  # records handled before the clock started (an untimed first phase)
     clock: str = "last flush"  # what stopped the clock
 
     def split(self) -> str:
@@ -91,9 +96,24 @@ class LoopTiming:
 
     @property
     def seconds(self) -> float:
+        """The timed window; for a two-phase run, both phases without the pause between."""
         if self.started is None or self.finished is None:
             return float("nan")
-        return self.finished - self.started
+        return self.finished - self.started - self.paused_seconds
+
+    @property
+    def paused_seconds(self) -> float:
+        if self.paused_at is None or self.resumed_at is None:
+            return 0.0
+        return self.resumed_at - self.paused_at
+
+    def phase_rates(self) -> tuple[float, float]:
+        """Records/s of the first phase and of the second, of a two-phase run."""
+        if self.started is None or self.finished is None or self.paused_at is None:
+            return float("nan"), float("nan")
+        first = self.first_phase_records / (self.paused_at - self.started)
+        second = self.finished - (self.resumed_at or self.paused_at)
+        return first, (self.consumed - self.first_phase_records) / second
 
     @property
     def rate(self) -> float:
@@ -120,7 +140,7 @@ class _FlushClock:
         t = self._timing
         if t.started is not None and t.finished is None:
             t.flush_seconds += time.perf_counter() - before
-        if t.finished is None and t.consumed >= self._target:
+        if t.finished is None and t.consumed + t.warm_records >= self._target:
             t.finished = time.perf_counter()
             if self._profiler is not None:
                 self._profiler.disable()
@@ -128,25 +148,61 @@ class _FlushClock:
 
 
 def measure_loop(
-    loop: StreamLoop, target: int, timeout: float = 120.0, profiler: Profile | None = None
+    loop: StreamLoop,
+    target: int,
+    timeout: float = 120.0,
+    profiler: Profile | None = None,
+    *,
+    pause_at: int | None = None,
+    pause: Callable[[], None] | None = None,
+    time_first_phase: bool = True,
 ) -> LoopTiming:
     """Run a service's real StreamLoop until ``target`` records have been handled and flushed.
 
     A ``profiler`` is enabled for exactly the timed window.
+
+    Two phases in one loop (one group join): once the handler has returned for the batch that
+    completes ``pause_at`` records, ``pause()`` runs (say, to produce the second phase's
+    records) with the clock stopped and the consumer's fetching paused, so that the second
+    phase fetches its records inside its window, as the first did; the clock runs again from
+    the next batch. Only for a first phase that publishes nothing: its last batch's outputs are
+    not yet acknowledged there. With ``time_first_phase=False`` the first phase is a warm-up
+    (to time a service in its steady state): only the second is timed, and only its records
+    count (``warm_records`` tells the others).
     """
     timing = LoopTiming()
     inner = loop.handler
+    phase = 1
 
     def counted(batch: list[Any]) -> Sequence[Output]:
+        nonlocal phase
+        now = time.perf_counter()
         if timing.started is None:
-            timing.started = time.perf_counter()
+            timing.started = now
+            if profiler is not None and time_first_phase:
+                profiler.enable()
+        elif phase == 1 and timing.paused_at is not None:
+            phase = 2
+            if time_first_phase:
+                timing.resumed_at = now
+            else:  # the warm-up is over: the clock starts now
+                timing.warm_records, timing.consumed = timing.consumed, 0
+                timing.started, timing.paused_at, timing.handler_seconds = now, None, 0.0
             if profiler is not None:
                 profiler.enable()
         before = time.perf_counter()
         outputs = inner(batch)
         timing.handler_seconds += time.perf_counter() - before
         timing.consumed += len(batch)  # nothing per record: the bench must not cost the loop
-        if timing.consumed >= target:
+        if phase == 1 and pause_at is not None and pause is not None and (
+            timing.consumed >= pause_at
+        ):
+            timing.paused_at = time.perf_counter()
+            timing.first_phase_records = timing.consumed
+            if profiler is not None:
+                profiler.disable()
+            _without_fetching(loop, pause)
+        elif timing.consumed + timing.warm_records >= target:
             loop.stop()  # the loop still produces and commits this batch, then leaves
         return outputs
 
@@ -159,7 +215,7 @@ def measure_loop(
         loop.run()
     finally:
         watchdog.cancel()
-    if timing.finished is None and timing.consumed >= target:
+    if timing.finished is None and timing.consumed + timing.warm_records >= target:
         # The loop no longer flushes through ``loop.producer``: its exit is the next best clock
         # (it includes the final commit and leaving the group, so it understates the rate).
         timing.finished = time.perf_counter()
@@ -167,10 +223,19 @@ def measure_loop(
     return timing
 
 
+def _without_fetching(loop: StreamLoop, pause: Callable[[], None]) -> None:
+    assigned = loop.consumer.assignment()
+    loop.consumer.pause(assigned)
+    try:
+        pause()
+    finally:
+        loop.consumer.resume(assigned)
+
+
 def measure_passthrough(stack: BenchStack, records: Records, timeout: float = 120.0) -> LoopTiming:
     s = stack.settings("raw", extra_topics=[PASSTHROUGH_OUT])
     try:
-        produce_all(s, s.topics.features, records)
+        produce_all(s, s.topics.features, records, stack.producer(s))
         relay = Passthrough(
             s, s.topics.features, s.topics.name(PASSTHROUGH_OUT), f"{s.topic_prefix}bench-raw"
         )
@@ -183,7 +248,7 @@ def measure_passthrough(stack: BenchStack, records: Records, timeout: float = 12
         stack.drop_topics(s)
 
 
-def _acknowledged(service: str, s: Settings, bases: Sequence[str]) -> dict[str, int]:
+def acknowledged(service: str, s: Settings, bases: Sequence[str]) -> dict[str, int]:
     """Records the loop produced and had acknowledged, per output topic, from its metrics."""
     counts = {}
     for base in bases:
@@ -205,10 +270,10 @@ def measure_service(
 ) -> LoopTiming:
     s = stack.settings(name, **overrides)
     try:
-        produce_all(s, input_topic(s), records)
+        produce_all(s, input_topic(s), records, stack.producer(s))
         loop = build(s)
         timing = measure_loop(loop, len(records), profiler=profiler)
-        timing.outputs = _acknowledged(loop.service, s, OUTPUT_TOPICS)
+        timing.outputs = acknowledged(loop.service, s, OUTPUT_TOPICS)
         return timing
     finally:
         stack.drop_topics(s)

@@ -124,3 +124,23 @@ def test_results_json():
     ]
     assert out["figures"]["raw"]["ratio"] is None
     assert out["figures"]["p50"]["bars"][0]["pass"] is False
+
+
+def test_rates_sizes_and_figures_that_are_neither_baseline_nor_compared():
+    figs = [
+        Figure("raw", "raw passthrough", "ev/s", runs=[100_000.0]),
+        Figure("join", "join", "outcomes/s", runs=[20_000.0, 30_000.0], baseline="raw",
+               bars=(Bar("min_value", 50_000),)),
+        Figure("memory", "Redis per pending prediction", "B", runs=[880.4, 899.6, 871.0]),
+    ]
+    raw, join, memory = table(figs).splitlines()[2:]
+    assert "baseline" in raw
+    assert "25,000 outcomes/s" in join and "20.0k 30.0k" in join and "25%" in join
+    assert "FAIL ≥ 50,000 outcomes/s" in join
+    assert "880 B" in memory and "880 900 871" in memory and "baseline" not in memory
+    md = table(figs, markdown=True).splitlines()
+    assert md[4] == "| Redis per pending prediction | 880 B | 880 900 871 |   |   |"
+    assert format_ratio(0.25, "outcomes/s") == "25%"
+    assert format_ratio(2.0, "B") == "2.00×"
+    out = results_json(figs, {})["figures"]
+    assert out["memory"]["median"] == 880.4 and out["memory"]["ratio"] is None

@@ -1,0 +1,89 @@
+"""join in one process: N predictions and their N outcomes, one stream after the other.
+
+One ``services.join.service.build`` loop, subscribed to both topics, in two phases: the first
+stream is produced and joined (every record stored in Redis, nothing labeled yet); then, with
+the clock stopped and the consumer's fetching paused (so that the second phase fetches its
+records inside its window, as the first did), the second stream is produced, and joined
+(every record labels one prediction). The clock of :func:`throughput.measure_loop` runs from
+the first batch of a phase to the end of the phase; the second ends when every labeled record
+is acknowledged. outcomes/s joined = N / (phase 1 + phase 2): a join process handles a
+prediction for every outcome.
+
+Redis memory per pending record: Valkey's ``used_memory`` at the end of phase 1 minus before
+it, over N: the join state of N predictions (or outcomes) waiting for their other side.
+"""
+
+from __future__ import annotations
+
+from cProfile import Profile
+from dataclasses import dataclass
+from typing import Literal
+
+from services.join.service import build
+from services.runtime import topics
+from services.runtime.service import redis_client
+
+from .labels import Labeled
+from .stack import BenchStack, produce_all
+from .throughput import LoopTiming, acknowledged, measure_loop
+
+__all__ = ["JoinTiming", "measure_join"]
+
+First = Literal["predictions", "outcomes"]
+
+
+@dataclass
+class JoinTiming:
+    first: First
+    outcomes: int
+    loop: LoopTiming
+    labeled: int  # predictions.labeled records acknowledged
+    memory_per_pending: float  # bytes of Redis per record of the first stream
+
+    @property
+    def rate(self) -> float:
+        """Outcomes joined per second."""
+        return self.outcomes / self.loop.seconds
+
+    def note(self) -> str:
+        second = "outcomes" if self.first == "predictions" else "predictions"
+        first_rate, second_rate = self.loop.phase_rates()
+        return (f"{self.outcomes:,} outcomes in {self.loop.seconds:.2f} s: {self.first} stored "
+                f"{first_rate:,.0f}/s, then {second} labeling {second_rate:,.0f}/s "
+                f"({self.loop.split()}); {self.labeled:,} labeled; Redis "
+                f"{self.memory_per_pending:,.0f} B per pending {self.first[:-1]}")
+
+
+def measure_join(
+    stack: BenchStack, name: str, data: Labeled, first: First, timeout: float = 120.0,
+    profiler: Profile | None = None,
+) -> JoinTiming:
+    """One run; a ``profiler`` is enabled for both timed phases."""
+    s = stack.settings(name)
+    redis = redis_client(s)
+    streams = {"predictions": (s.topics.predictions, data.predictions),
+               "outcomes": (s.topics.outcomes, data.outcomes)}
+    second: First = "outcomes" if first == "predictions" else "predictions"
+    n = len(data.outcomes)
+    memory: list[int] = []
+    producer = stack.producer(s)
+
+    def between() -> None:
+        memory.append(int(redis.info("memory")["used_memory"]))
+        produce_all(s, *streams[second], producer)
+
+    try:
+        produce_all(s, *streams[first], producer)
+        memory.append(int(redis.info("memory")["used_memory"]))
+        loop = build(s)
+        timing = measure_loop(loop, 2 * n, timeout, profiler, pause_at=n, pause=between)
+        labeled = acknowledged(loop.service, s, [topics.PREDICTIONS_LABELED]).get(
+            topics.PREDICTIONS_LABELED, 0)
+        if timing.first_phase_records != n or timing.consumed != 2 * n or labeled != n:
+            raise RuntimeError(f"join handled {timing.first_phase_records:,} + "
+                               f"{timing.consumed - timing.first_phase_records:,} records and "
+                               f"labeled {labeled:,}, expected {n:,} each")
+        return JoinTiming(first, n, timing, labeled, (memory[1] - memory[0]) / n)
+    finally:
+        stack.drop_topics(s)
+        stack.drop_keys(s)

@@ -1,0 +1,116 @@
+"""The pure logic of bench.detection: delays, quantiles with misses, calibration, baselines."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bench.detection import _faster, _summary
+from bench.detection_detectors import (
+    DetectorSpec,
+    always_signals,
+    calibrate_period,
+    detection_delay,
+    first_detection,
+    hddm_a_signals,
+    periodic_signals,
+    quantile,
+    run_detector,
+)
+from bench.detection_streams import concept_labels
+
+
+@pytest.mark.parametrize(
+    ("index", "batch", "label_delay", "expected"),
+    [
+        (20_000, 250, 0, 250),  # the first event after the change: its batch ends 250 later
+        (20_249, 250, 0, 250),  # the same batch
+        (20_250, 250, 0, 500),  # the next one
+        (20_010, 250, 500, 750),  # labels 500 events late
+        (20_000, 1, 0, 1),
+    ],
+)
+def test_detection_delay_is_counted_at_batch_end_plus_label_delay(
+    index: int, batch: int, label_delay: int, expected: int
+) -> None:
+    assert detection_delay(index, 20_000, batch, label_delay) == expected
+
+
+def test_first_detection_skips_and_counts_pre_change_alarms() -> None:
+    delay, exact, pre = first_detection([5, 19_999, 20_300, 21_000], 20_000, batch=250,
+                                        label_delay=500)
+    assert (delay, exact, pre) == (1_000, 801, 2)
+
+
+def test_first_detection_misses_when_none_or_past_the_horizon() -> None:
+    assert first_detection([], 100, batch=10) == (None, None, 0)
+    assert first_detection([50], 100, batch=10) == (None, None, 1)
+    assert first_detection([1_195], 100, batch=10, horizon=1_000) == (None, None, 0)
+    assert first_detection([1_085], 100, batch=10, horizon=1_000)[0] == 990
+
+
+def test_quantile_treats_misses_as_infinite() -> None:
+    assert quantile([1.0, 2.0, 3.0], 0.5) == 2.0
+    assert quantile([1.0, 2.0, math.inf], 0.5) == 2.0
+    assert quantile([1.0, math.inf, math.inf], 0.5) == math.inf
+    assert quantile([10.0] * 9 + [math.inf], 0.9) == math.inf
+    assert quantile([10.0] * 10, 0.9) == 10.0
+    assert math.isnan(quantile([], 0.5))
+
+
+def _alarms(lengths: list[int], phases: list[float], period: int) -> int:
+    return sum(len(periodic_signals(n, period, u)) for n, u in zip(lengths, phases, strict=True))
+
+
+@pytest.mark.parametrize("allowed", [0, 1, 3, 10, 57])
+def test_calibrate_period_is_the_shortest_period_within_budget(allowed: int) -> None:
+    rng = np.random.default_rng(allowed)
+    lengths = [int(v) for v in rng.integers(500, 5_000, size=6)]
+    phases = [float(v) for v in rng.random(6)]
+    period = calibrate_period(lengths, phases, allowed)
+    assert _alarms(lengths, phases, period) <= allowed
+    assert period == 1 or _alarms(lengths, phases, period - 1) > allowed
+
+
+def test_calibrate_period_never_fires_on_a_zero_budget() -> None:
+    period = calibrate_period([1_000, 1_000], [0.25, 0.9], 0)
+    assert _alarms([1_000, 1_000], [0.25, 0.9], period) == 0
+
+
+def test_periodic_and_always_fire_signals() -> None:
+    assert periodic_signals(20, 5, 0.0).tolist() == [0, 5, 10, 15]
+    assert always_signals(1_000, 250).tolist() == [249, 499, 749, 999]
+    assert run_detector(DetectorSpec("always"), np.zeros(600, bool), 250).tolist() == [
+        249, 499, 599]
+
+
+@pytest.mark.parametrize("confidence", [0.001, 0.05, 0.4])
+def test_vectorised_hddm_a_signals_as_river_does(confidence: float) -> None:
+    rng = np.random.default_rng(3)
+    e = np.r_[rng.random(3_000) < 0.1, rng.random(3_000) < 0.25]
+    river = run_detector(DetectorSpec("hddm", confidence), e, 250).tolist()
+    assert hddm_a_signals(e, confidence) == river
+    assert hddm_a_signals(e, confidence, chunk=97) == river  # state carried across chunks
+
+
+def test_concept_labels_ramp_from_old_to_new() -> None:
+    old, new = np.zeros(10_000, int), np.ones(10_000, int)
+    y = concept_labels(old, new, 2_000, 1_000, seed=0)
+    assert y[:2_000].sum() == 0 and y[3_000:].all()
+    assert 350 < y[2_000:3_000].sum() < 650  # about half, on average, over the ramp
+    assert concept_labels(old, new, 2_000, 0, seed=0).tolist() == [0] * 2_000 + [1] * 8_000
+
+
+def test_faster_breaks_batch_ties_at_event_resolution() -> None:
+    def s(delays: list[int | None], exact: list[int | None]) -> dict[str, object]:
+        return _summary(delays, exact, 0, 5_000.0)
+
+    a, b = s([750, 750, 1_000], [560, 600, 900]), s([750, 750, 1_000], [600, 620, 950])
+    assert _faster(a, b) == (True, "tied per batch, shorter per event")
+    assert _faster(b, a)[0] is False
+    assert _faster(s([500] * 3, [400] * 3), a) == (True, "shorter")
+    assert _faster(s([None] * 3, [None] * 3), a) == (False, "missed")
+    assert a["miss_rate"] == 0
+    assert s([None, 1, 2], [None, 1, 2])["miss_rate"] == pytest.approx(1 / 3)
