@@ -29,7 +29,9 @@ SERVICE_PORTS: dict[str, int] = {
     "dashboard": 9300,
 }
 
-_SECRET_FILES = ("kafka_sasl_password", "redis_password", "admin_token")
+_SECRET_FILES = (
+    "kafka_sasl_password", "kafka_ssl_key_password", "redis_password", "admin_token"
+)
 
 
 def redact_url(url: str) -> str:
@@ -57,8 +59,15 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_ca_location: str | None = None
+    # Client certificate (mutual TLS): PEM files, the key optionally encrypted.
+    kafka_ssl_certificate_location: str | None = None
+    kafka_ssl_key_location: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
     kafka_options: dict[str, str] = Field(default_factory=dict)
+    # Redis AUTH (ACL user optional) and TLS: a rediss:// URL verified against this CA file.
+    redis_username: str | None = None
     redis_password: SecretStr | None = None
+    redis_ssl_ca_certs: str | None = None
 
     # Topics and formats.
     topic_prefix: str = ""
@@ -97,6 +106,12 @@ class Settings(BaseSettings):
     monitor_min_labeled: int = 200  # quality alerts need this many labeled events
     monitor_accuracy_warning_drop: float = 0.05  # below the card's accuracy by this: warning
     monitor_accuracy_critical_drop: float = 0.15
+
+    # Dashboard: the services it scrapes, name -> host:port (a name that resolves to several
+    # addresses is one service with several replicas). Empty: the endpoints `up` recorded.
+    dashboard_targets: dict[str, str] = Field(default_factory=dict)
+    dashboard_scrape_seconds: float = 2.0
+    dashboard_history: int = 300  # points kept per series (10 minutes at 2 s)
 
     # Service runtime.
     service_name: str = "modelstream"
@@ -146,6 +161,12 @@ class Settings(BaseSettings):
             conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
         if self.kafka_ssl_ca_location:
             conf["ssl.ca.location"] = self.kafka_ssl_ca_location
+        if self.kafka_ssl_certificate_location:
+            conf["ssl.certificate.location"] = self.kafka_ssl_certificate_location
+        if self.kafka_ssl_key_location:
+            conf["ssl.key.location"] = self.kafka_ssl_key_location
+        if self.kafka_ssl_key_password:
+            conf["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
         conf.update(extra)
         conf.update(self.kafka_options)  # the user's librdkafka options win over our defaults
         return conf
@@ -154,8 +175,14 @@ class Settings(BaseSettings):
         if not self.redis_url:
             raise ConfigError("no Redis URL: set MODELSTREAM_REDIS_URL")
         kwargs: dict[str, Any] = {"url": self.redis_url}
+        if self.redis_username:
+            kwargs["username"] = self.redis_username
         if self.redis_password:
             kwargs["password"] = self.redis_password.get_secret_value()
+        if self.redis_ssl_ca_certs:
+            if urlsplit(self.redis_url).scheme != "rediss":
+                raise ConfigError("MODELSTREAM_REDIS_SSL_CA_CERTS needs a rediss:// Redis URL")
+            kwargs["ssl_ca_certs"] = self.redis_ssl_ca_certs
         return kwargs
 
     def redacted(self) -> dict[str, Any]:
@@ -167,7 +194,7 @@ class Settings(BaseSettings):
         if self.redis_url:
             out["redis_url"] = redact_url(self.redis_url)
         out["kafka_options"] = {
-            k: ("***" if "password" in k or "secret" in k else v)
+            k: ("***" if any(w in k for w in ("password", "secret", "token")) else v)
             for k, v in self.kafka_options.items()
         }
         return out
