@@ -19,6 +19,7 @@ __all__ = [
     "ALERT_EVENTS",
     "BATCH_SECONDS",
     "CONCEPT_DRIFTS",
+    "DASHBOARD_SCRAPES",
     "DRIFT_THRESHOLD",
     "FEATURE_DRIFT",
     "MODEL_QUALITY",
@@ -162,6 +163,13 @@ ALERT_EVENTS = Counter(
     "modelstream_alert_events_total",
     "Alert events published on monitor.alerts",
     ["kind", "severity", "state"],
+)
+
+
+DASHBOARD_SCRAPES = Counter(
+    "modelstream_dashboard_scrapes_total",
+    "Scrapes of a service's /metrics by the dashboard: ok, or down (no answer)",
+    ["target_service", "result"],
 )
 
 
