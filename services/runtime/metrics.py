@@ -37,6 +37,9 @@ __all__ = [
     "LABEL_DELAY",
     "PREDICTION_LATENCY",
     "PREDICTIONS",
+    "SERVING_VERSIONS",
+    "SERVING_SWAPS",
+    "VERSION_FAILURES",
     "observe_many",
     "ServiceEndpoint",
 ]
@@ -73,6 +76,24 @@ PREDICTION_LATENCY = Histogram(
     "Event time on features.valid to prediction produced",
     ["model", "version"],
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+)
+
+SERVING_VERSIONS = Gauge(
+    "modelstream_serving_versions",
+    "Versions predict serves now, by role (1 while serving; a canary's traffic share is in "
+    "model.events)",
+    ["model", "version", "role"],
+)
+SERVING_SWAPS = Counter(
+    "modelstream_serving_swaps_total",
+    "New sets of served versions (champion, canary, shadows) swapped in between batches",
+    ["model"],
+)
+VERSION_FAILURES = Counter(
+    "modelstream_version_failures_total",
+    "Model versions that failed to load or to score; a failing challenger is unloaded and "
+    "rejected, a failing new champion leaves the old one serving",
+    ["model", "version", "role", "stage"],
 )
 
 
