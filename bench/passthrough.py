@@ -28,6 +28,8 @@ class PassthroughTiming:
     first_consumed: float | None = None  # perf_counter when the first batch arrived
     last_acked: float | None = None  # perf_counter when the batch reaching the target flushed
     flush_seconds: float = 0.0
+    cpu_first_consumed: float | None = None  # process CPU time at those two moments
+    cpu_last_acked: float | None = None
 
     @property
     def seconds(self) -> float:
@@ -71,6 +73,7 @@ class Passthrough:
                     batch = [first, *consumer.consume(size - 1, timeout=0)]
                 if timing.first_consumed is None:
                     timing.first_consumed = time.perf_counter()
+                    timing.cpu_first_consumed = time.process_time()
                 n = 0
                 for msg in batch:
                     if msg.error() is not None:
@@ -91,6 +94,7 @@ class Passthrough:
                 timing.consumed += n
                 if target is not None and timing.consumed >= target:
                     timing.last_acked = time.perf_counter()
+                    timing.cpu_last_acked = time.process_time()
                     break
         finally:
             consumer.close()

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from cProfile import Profile
 from dataclasses import dataclass, field
+from time import process_time
 from typing import Any
 
 import orjson
@@ -20,6 +21,7 @@ from prometheus_client import REGISTRY
 from services.cli.traffic import agrawal_events
 from services.runtime import topics
 from services.runtime.loop import Output, StreamLoop
+from services.runtime.service import tune_gc
 from services.runtime.settings import Settings
 
 from .passthrough import Passthrough
@@ -83,6 +85,21 @@ class LoopTiming:
     first_phase_records: int = 0
     warm_records: int = 0  # records handled before the clock started (an untimed first phase)
     clock: str = "last flush"  # what stopped the clock
+    # Process CPU time (every thread: librdkafka's too) in the timed window, pause left out.
+    cpu_started: float | None = None
+    cpu_finished: float | None = None
+    cpu_paused: float = 0.0
+
+    @property
+    def cpu_seconds(self) -> float:
+        if self.cpu_started is None or self.cpu_finished is None:
+            return float("nan")
+        return self.cpu_finished - self.cpu_started - self.cpu_paused
+
+    @property
+    def cpu_per_event_us(self) -> float:
+        """Process CPU microseconds per record handled in the timed window."""
+        return self.cpu_seconds / self.consumed * 1e6 if self.consumed else float("nan")
 
     def split(self) -> str:
         """Where the timed window went: handler, flush wait, and the loop's own work."""
@@ -142,6 +159,7 @@ class _FlushClock:
             t.flush_seconds += time.perf_counter() - before
         if t.finished is None and t.consumed + t.warm_records >= self._target:
             t.finished = time.perf_counter()
+            t.cpu_finished = process_time()
             if self._profiler is not None:
                 self._profiler.disable()
         return left
@@ -169,25 +187,32 @@ def measure_loop(
     not yet acknowledged there. With ``time_first_phase=False`` the first phase is a warm-up
     (to time a service in its steady state): only the second is timed, and only its records
     count (``warm_records`` tells the others).
+
+    The garbage collector is tuned as ``run_service`` tunes it in production (``tune_gc``).
     """
+    tune_gc()
     timing = LoopTiming()
     inner = loop.handler
     phase = 1
+    paused_cpu = 0.0
 
     def counted(batch: list[Any]) -> Sequence[Output]:
-        nonlocal phase
+        nonlocal phase, paused_cpu
         now = time.perf_counter()
         if timing.started is None:
             timing.started = now
+            timing.cpu_started = process_time()
             if profiler is not None and time_first_phase:
                 profiler.enable()
         elif phase == 1 and timing.paused_at is not None:
             phase = 2
             if time_first_phase:
                 timing.resumed_at = now
+                timing.cpu_paused += process_time() - paused_cpu
             else:  # the warm-up is over: the clock starts now
                 timing.warm_records, timing.consumed = timing.consumed, 0
                 timing.started, timing.paused_at, timing.handler_seconds = now, None, 0.0
+                timing.cpu_started = process_time()
             if profiler is not None:
                 profiler.enable()
         before = time.perf_counter()
@@ -198,6 +223,7 @@ def measure_loop(
             timing.consumed >= pause_at
         ):
             timing.paused_at = time.perf_counter()
+            paused_cpu = process_time()
             timing.first_phase_records = timing.consumed
             if profiler is not None:
                 profiler.disable()
@@ -219,6 +245,7 @@ def measure_loop(
         # The loop no longer flushes through ``loop.producer``: its exit is the next best clock
         # (it includes the final commit and leaving the group, so it understates the rate).
         timing.finished = time.perf_counter()
+        timing.cpu_finished = process_time()
         timing.clock = "loop exit"
     return timing
 
@@ -243,6 +270,7 @@ def measure_passthrough(stack: BenchStack, records: Records, timeout: float = 12
         return LoopTiming(
             consumed=t.consumed, outputs={PASSTHROUGH_OUT: t.consumed},
             started=t.first_consumed, finished=t.last_acked, flush_seconds=t.flush_seconds,
+            cpu_started=t.cpu_first_consumed, cpu_finished=t.cpu_last_acked,
         )
     finally:
         stack.drop_topics(s)
