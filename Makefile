@@ -36,6 +36,7 @@ test-fast: $(STAMP)
 
 ## bench: throughput and latency against raw Kafka passthrough, as ratios
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 lint: $(STAMP)
