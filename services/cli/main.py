@@ -27,6 +27,8 @@ examples:
   modelstream metrics                             # accuracy and drift per model version
   modelstream alerts --history                    # alerts as they fired and resolved
   modelstream kcat -C -t predictions -o -5 -e     # Debian's kcat, working with the broker
+  modelstream models list                         # champion, canary and shadows per model
+  modelstream models stage agrawal 2 --canary 0.1 --token $TOKEN
 """
 
 
@@ -71,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one service in the foreground (containers use this)")
     run.add_argument("service", choices=SERVICES)
+
+    from .models import add_models_parser
+
+    add_models_parser(sub)
 
     kc = sub.add_parser("kcat", help="run Debian's kcat against the broker (extra args pass on)")
     kc.add_argument("args", nargs=argparse.REMAINDER)
@@ -123,6 +129,10 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         if args.json:
             print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return 0
+    if args.command == "models":
+        from .models import run_models
+
+        return run_models(settings, args)
     if args.command == "produce":
         from .records import produce_lines
 
