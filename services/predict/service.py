@@ -1,5 +1,12 @@
-"""predict: scores every complete feature vector on ``features.valid`` with the model's
-champion, in micro-batches, and publishes one prediction per event on ``predictions``."""
+"""predict: scores every complete feature vector on ``features.valid`` and publishes one
+prediction per serving version on ``predictions``.
+
+Which versions serve comes from the registry (``model.events``, followed live, see
+:mod:`.serving`): the champion serves every entity but the canary's share, the canary serves its
+share (``served: true`` for both), and each shadow scores every event (``served: false``). A
+model the registry does not know is served from the artifact store as before: the pinned
+``MODELSTREAM_MODEL_VERSION`` or the newest version, followed as new ones appear.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import numpy as np
 from confluent_kafka import Message
 
 from ..models import ArtifactStore, OnnxModel
+from ..registry import ModelEvent, entity_bucket
 from ..runtime import metrics, topics
 from ..runtime.deadletter import DeadLetters
 from ..runtime.errors import DecodeError, ModelLoadError
@@ -19,15 +27,18 @@ from ..runtime.loop import Output, StreamLoop
 from ..runtime.serde import EventDecoder, EventEncoder
 from ..runtime.settings import Settings
 from .scorer import VersionScorer
+from .serving import ModelServing, Plan, RegistryWatch
 
 __all__ = ["Predictor", "build"]
 
 SERVICE = "predict"
 log = logging.getLogger(__name__)
 
+_REFRESH_SECONDS = 10.0
+
 
 class Predictor:
-    """The batch handler: decode → group by model → one ONNX run per model → publish."""
+    """The batch handler: decode → group by model → one ONNX run per serving version → publish."""
 
     def __init__(self, settings: Settings, store: ArtifactStore) -> None:
         self.settings = settings
@@ -40,70 +51,148 @@ class Predictor:
         self.encoder = EventEncoder(
             topics.PREDICTIONS, settings.output_format, settings.schema_registry_url
         )
-        self.dead_letters = DeadLetters(settings, SERVICE, topics.FEATURES_DLQ)
-        self.scorers: dict[str, VersionScorer] = {}
-        self._refreshed = time.monotonic()
-        # The configured model must load: a broken artifact is an error, never a fallback.
-        self.scorers[settings.default_model] = self._load(
-            settings.default_model, settings.model_version
+        self.event_encoder = EventEncoder(
+            topics.MODEL_EVENTS, settings.output_format, settings.schema_registry_url,
+            topic=settings.topics.model_events,
         )
+        self.dead_letters = DeadLetters(settings, SERVICE, topics.FEATURES_DLQ)
+        self.watch = RegistryWatch(settings, store)
+        self._published: Plan = self.watch.plan
+        self.plan: Plan = self.watch.plan
+        # Models the registry does not know, served straight from the store.
+        self.legacy: dict[str, ModelServing] = {}
+        self._refreshed = time.monotonic()
+        default = settings.default_model
+        if default not in self.plan:
+            if self.watch.knows(default):
+                # The configured model must serve: a broken champion is an error, not a fallback.
+                raise ModelLoadError(
+                    f"{default}: the registry names no champion that loads; see the log above"
+                )
+            self.legacy[default] = ModelServing(self._load(default, settings.model_version))
 
     def _load(self, model: str, version: str | None) -> VersionScorer:
         loaded = OnnxModel.load(self.store, model, version, threads=self.settings.ort_threads)
-        log.info("serving %s v%s as champion", model, loaded.card.version)
+        log.info("serving %s v%s as champion (from the artifact store)", model, loaded.version)
+        metrics.SERVING_VERSIONS.labels(model, loaded.version, "champion").set(1)
         return VersionScorer(loaded)
 
-    def scorer(self, model: str) -> VersionScorer:
-        found = self.scorers.get(model)
+    def serving(self, model: str) -> ModelServing:
+        found = self.plan.get(model) or self.legacy.get(model)
         if found is None:
+            if self.watch.knows(model):
+                raise DecodeError("model_unavailable", f"{model}: no champion in the registry")
             try:
-                found = self.scorers[model] = self._load(model, None)
+                found = self.legacy[model] = ModelServing(self._load(model, None))
             except ModelLoadError as exc:
                 raise DecodeError("model_unavailable", str(exc)) from exc
         return found
 
-    def refresh(self) -> None:
-        """Follow the newest stored version of each model unless a version is pinned."""
-        if time.monotonic() - self._refreshed < 10 or self.settings.model_version:
+    def on_idle(self) -> list[Output]:
+        """Between batches: read the registry, publish challenger rejections, follow the store."""
+        outputs = [self._event_output(e) for e in self.watch.poll()]
+        if time.monotonic() - self._refreshed >= _REFRESH_SECONDS:
+            self._refreshed = time.monotonic()
+            self._refresh_legacy()
+        return outputs
+
+    def _refresh_legacy(self) -> None:
+        if self.settings.model_version:
             return
-        self._refreshed = time.monotonic()
-        for model, current in list(self.scorers.items()):
+        for model, current in list(self.legacy.items()):
+            if self.watch.knows(model):
+                continue  # the registry decides now; a registered version alone never serves
             latest = self.store.latest(model)
-            if latest and latest != current.version:
+            if latest and latest != current.champion.version:
                 try:
-                    self.scorers[model] = self._load(model, latest)
+                    self.legacy[model] = ModelServing(self._load(model, latest))
                 except ModelLoadError as exc:
                     log.error("keeping %s v%s: v%s failed to load: %s",
-                              model, current.version, latest, exc)
+                              model, current.champion.version, latest, exc)
 
     def __call__(self, batch: list[Message]) -> list[Output]:
+        published = self.watch.plan
+        if published is not self._published:  # swap between batches, never inside one
+            self._published = published
+            self.plan = self.watch.without_failed(published)
         outputs: list[Output] = []
         groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        servings: dict[str, ModelServing] = {}
         now_ms = int(time.time() * 1000)
         for msg in batch:
             try:
                 event = self.decoder.decode(msg.value())
                 model = event.get("model") or self.settings.default_model
-                self.scorer(model)  # an unknown model is this event's problem, not the batch's
+                if model not in servings:
+                    # An unknown model is this event's problem, not the batch's.
+                    servings[model] = self.serving(model)
                 groups[model].append(event)
             except DecodeError as exc:
                 outputs.append(self.dead_letters.output(msg, exc.reason, exc.detail, now_ms))
                 continue
-        encode = self.encoder.encode
-        topic = self.out_topic
         for model, events in groups.items():
-            scorer = self.scorers[model]
-            predicted_at = int(time.time() * 1000)
-            predictions = scorer.score(events, predicted_at)
-            for p in predictions:
-                outputs.append(Output(topic, encode(p), p["entity_id"]))
-            metrics.observe_many(
-                metrics.PREDICTION_LATENCY.labels(model, scorer.version),
-                np.fromiter((p["latency_ms"] for p in predictions), float, len(predictions)) / 1e3,
-            )
-            metrics.PREDICTIONS.labels(model, scorer.version, scorer.role).inc(len(predictions))
+            serving = servings[model]
+            if serving.canary is None and not serving.shadows:
+                self._emit(serving.champion, events, outputs)
+            else:
+                self._score_with_challengers(model, serving, events, outputs)
         return outputs
 
+    def _score_with_challengers(
+        self, model: str, serving: ModelServing, events: list[dict[str, Any]],
+        outputs: list[Output],
+    ) -> None:
+        champion_events = events
+        canary = serving.canary
+        if canary is not None:
+            fraction = serving.fraction
+            to_canary = [entity_bucket(e["entity_id"]) < fraction for e in events]
+            canary_events = [e for e, c in zip(events, to_canary, strict=True) if c]
+            if canary_events:
+                champion_events = [e for e, c in zip(events, to_canary, strict=True) if not c]
+                if not self._emit_challenger(model, canary, canary_events, outputs):
+                    champion_events = events  # the champion serves the canary's share too
+        self._emit(serving.champion, champion_events, outputs)
+        for shadow in serving.shadows:
+            self._emit_challenger(model, shadow, events, outputs)
+
+    def _emit_challenger(
+        self, model: str, scorer: VersionScorer, events: list[dict[str, Any]],
+        outputs: list[Output],
+    ) -> bool:
+        """Score with a challenger; on failure, isolate it and publish nothing of it."""
+        staged: list[Output] = []
+        try:
+            self._emit(scorer, events, staged)
+        except Exception as exc:  # anything a broken model can throw
+            rejection = self.watch.isolate(model, scorer.version, scorer.role, exc)
+            outputs.append(self._event_output(rejection))
+            current = self.plan.get(model)
+            if current is not None:
+                self.plan = {**self.plan, model: current.without(scorer.version)}
+            return False
+        outputs.extend(staged)
+        return True
+
+    def _emit(
+        self, scorer: VersionScorer, events: list[dict[str, Any]], outputs: list[Output]
+    ) -> None:
+        if not events:
+            return
+        predictions = scorer.score(events, int(time.time() * 1000))
+        encode = self.encoder.encode
+        topic = self.out_topic
+        for p in predictions:
+            outputs.append(Output(topic, encode(p), p["entity_id"]))
+        metrics.observe_many(
+            metrics.PREDICTION_LATENCY.labels(scorer.name, scorer.version),
+            np.fromiter((p["latency_ms"] for p in predictions), float, len(predictions)) / 1e3,
+        )
+        metrics.PREDICTIONS.labels(scorer.name, scorer.version, scorer.role).inc(len(predictions))
+
+    def _event_output(self, event: ModelEvent) -> Output:
+        value = self.event_encoder.encode(event.to_record())
+        return Output(self.settings.topics.model_events, value, event.key)
 
 
 def build(settings: Settings) -> StreamLoop:
@@ -114,5 +203,5 @@ def build(settings: Settings) -> StreamLoop:
         group_id=f"{settings.topic_prefix}modelstream-predict",
         topics=[settings.topics.features_valid],
         handler=predictor,
-        on_idle=predictor.refresh,
+        on_idle=predictor.on_idle,
     )
