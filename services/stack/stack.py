@@ -96,7 +96,10 @@ class Stack:
         from ..models.agrawal import ensure_demo_model
 
         store = ArtifactStore(settings.artifacts)
-        if not store.models():
+        fresh = not store.models()
+        if fresh:
+        from ..registry import adopt_store
+
             card = ensure_demo_model(store)
             acc = card.metrics.get("accuracy", float("nan"))
             self.say(f"model   {card.name} v{card.version} trained and stored (acc {acc:.3f})")
@@ -105,6 +108,14 @@ class Stack:
                 self.say(f"model   {name} v{store.latest(name)}")
 
     def _start_services(self, settings: Settings) -> None:
+        # The registry is model.events: a new (or memory-backed) broker starts without it, so the
+        # stored models are registered and crowned there, and predict follows them from then on.
+        reason = "demo model, trained on an empty artifact store" if fresh else (
+            "adopted from the artifact store")
+        for event in adopt_store(settings, store, reason=reason):
+            if event.transition == "champion":
+                self.say(f"model   {event.model} v{event.version} registered and champion"
+                          " on model.events")
         env = {**settings.child_env(), **self.service_env}
         for name in self.service_names:
             port = settings.service_port(name)
