@@ -96,10 +96,9 @@ class Stack:
         from ..models.agrawal import ensure_demo_model
 
         store = ArtifactStore(settings.artifacts)
+        from ..registry import adopt_store
         fresh = not store.models()
         if fresh:
-        from ..registry import adopt_store
-
             card = ensure_demo_model(store)
             acc = card.metrics.get("accuracy", float("nan"))
             self.say(f"model   {card.name} v{card.version} trained and stored (acc {acc:.3f})")
