@@ -20,6 +20,7 @@ from ..runtime import metrics, topics
 from ..runtime.deadletter import DeadLetters
 from ..runtime.errors import DecodeError, ValidationError
 from ..runtime.loop import Output, StreamLoop
+from ..runtime.records import check_prediction
 from ..runtime.redis_batch import ScriptCall
 from ..runtime.serde import EventDecoder, EventEncoder
 from ..runtime.service import redis_client
@@ -48,6 +49,10 @@ _OUT_RESULTS = {FIRST: "first", DUPLICATE: "duplicate_ignored", CORRECTION: "cor
                 OUTCOME_REPLAY: "replayed"}
 
 
+# Epoch milliseconds between 2001 and 2286, as for feature events.
+MIN_TIME_MS, MAX_TIME_MS = 1_000_000_000_000, 10_000_000_000_000
+
+
 def validate_outcome(raw: dict[str, Any], fallback_time_ms: int) -> dict[str, Any]:
     event_id = raw.get("event_id")
     if not isinstance(event_id, str) or not event_id:
@@ -66,7 +71,8 @@ def validate_outcome(raw: dict[str, Any], fallback_time_ms: int) -> dict[str, An
             raise ValidationError("non_finite", f"value {value} is not finite")
         value = float(value)
     t = raw.get("outcome_time", fallback_time_ms)
-    if isinstance(t, bool) or not isinstance(t, int) or t < 1_000_000_000_000:
+    # Bounded above too: a time past 2286 is a mistake, and past 2**63 it breaks Avro output.
+    if isinstance(t, bool) or not isinstance(t, int) or not MIN_TIME_MS <= t <= MAX_TIME_MS:
         raise ValidationError("bad_outcome_time", f"outcome_time must be epoch ms, got {t!r}")
     return {"event_id": event_id, "label": label, "value": value, "outcome_time": t}
 
@@ -100,6 +106,7 @@ class OutcomeJoiner:
             try:
                 if msg.topic() == self.predictions_topic:
                     pred = self.prediction_decoder.decode(msg.value())
+                    check_prediction(pred)  # stored in Redis only if its outcome can label it
                     window = self.windows_ms.get(pred["model"], self.window_ms)
                     calls.append(self.state.prediction_call(
                         pred["event_id"], pred["prediction_id"], orjson.dumps(pred), window,
