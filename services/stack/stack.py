@@ -94,9 +94,9 @@ class Stack:
     def _ensure_model(self, settings: Settings) -> None:
         from ..models import ArtifactStore
         from ..models.agrawal import ensure_demo_model
+        from ..registry import adopt_store
 
         store = ArtifactStore(settings.artifacts)
-        from ..registry import adopt_store
         fresh = not store.models()
         if fresh:
             card = ensure_demo_model(store)
@@ -105,8 +105,6 @@ class Stack:
         else:
             for name in store.models():
                 self.say(f"model   {name} v{store.latest(name)}")
-
-    def _start_services(self, settings: Settings) -> None:
         # The registry is model.events: a new (or memory-backed) broker starts without it, so the
         # stored models are registered and crowned there, and predict follows them from then on.
         reason = "demo model, trained on an empty artifact store" if fresh else (
@@ -115,6 +113,8 @@ class Stack:
             if event.transition == "champion":
                 self.say(f"model   {event.model} v{event.version} registered and champion"
                           " on model.events")
+
+    def _start_services(self, settings: Settings) -> None:
         env = {**settings.child_env(), **self.service_env}
         for name in self.service_names:
             port = settings.service_port(name)
