@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_models_parser(sub)
 
+    from .score import add_score_parser
+
+    add_score_parser(sub)
+
     kc = sub.add_parser("kcat", help="run Debian's kcat against the broker (extra args pass on)")
     kc.add_argument("args", nargs=argparse.REMAINDER)
     return p
@@ -129,6 +133,10 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         if args.json:
             print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return 0
+    if args.command == "score":
+        from .score import run_score
+
+        return run_score(settings, args)
     if args.command == "models":
         from .models import run_models
 

@@ -86,6 +86,9 @@ def add_models_parser(sub: Any) -> None:
     ar = admin("archive", "take a challenger out of service")
     ar.add_argument("name")
     ar.add_argument("version")
+    from .export import add_export_parser
+
+    add_export_parser(msub)
 
 
 def check_admin_token(settings: Settings, given: str | None) -> None:
@@ -105,6 +108,10 @@ def check_admin_token(settings: Settings, given: str | None) -> None:
 
 def run_models(settings: Settings, args: argparse.Namespace) -> int:
     action = args.models_command
+    if action == "export":  # from the artifact store alone: no broker needed
+        from .export import run_export
+
+        return run_export(settings, args)
     if action in ADMIN:
         check_admin_token(settings, args.token)
         return _admin(settings, args)
