@@ -3,7 +3,9 @@ scores, quality from labels, the label-free estimate and concept drift of its er
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,9 @@ class VersionMonitor:
         self.role = role
         self.classifier = card.is_classifier
         self.encoder = FeatureEncoder(card.features)
+        string_codes = any(f.categories and isinstance(f.categories[0], str)
+                           for f in card.features)
+        self._row = None if string_codes else operator.itemgetter(*self.encoder.names)
         self.drift = DriftDetector(card.reference, window, specs=card.features, budget=budget,
                                    score_bounds=(0.0, 1.0) if self.classifier else None)
         self.quality = QualityWindow(card.task, card.labels, window, max_age_s=max_age_s)
@@ -46,33 +51,53 @@ class VersionMonitor:
         self.last_ms = 0
 
     def add_predictions(self, preds: Sequence[dict[str, Any]]) -> None:
-        x = self.encoder.encode([p["features"] for p in preds])
-        scores = np.fromiter((p.get("score") or 0.0 for p in preds), float, len(preds))
-        self.drift.add(x, scores)
+        n = len(preds)
+        # One pass in Python to pick the fields; every column is then converted in C.
+        feats, scores, labels, times = zip(
+            *[(p["features"], p.get("score"), p["label"], p["event_time"]) for p in preds],
+            strict=True)
+        x = self._matrix(feats)
+        s = _floats(scores)
+        self.drift.add(x, s)
         if self.estimate is not None:
-            y_pred = np.fromiter((p["label"] == self.card.labels[-1] for p in preds), bool,
-                                 len(preds))
-            self.estimate.add(scores, y_pred)
-        self.predictions += len(preds)
-        times = [p["event_time"] for p in preds]
-        self.first_ms = min(times) if self.first_ms is None else min(self.first_ms, *times)
-        self.last_ms = max(self.last_ms, *times)
+            y_pred = np.fromiter(map(operator.eq, labels, repeat(self.card.labels[-1])), bool, n)
+            self.estimate.add(s, y_pred)
+        self.predictions += n
+        first, last = min(times), max(times)
+        self.first_ms = first if self.first_ms is None else min(self.first_ms, first)
+        self.last_ms = max(self.last_ms, last)
+
+    def _matrix(self, rows: Sequence[dict[str, Any]]) -> np.ndarray:
+        """The encoded feature matrix: rows gathered by ``itemgetter`` when every feature is a
+        number or a numeric code, else (a feature missing, a value no number, string categories)
+        by the general ``FeatureEncoder``, which gives the same matrix one value at a time."""
+        if self._row is not None:
+            try:
+                x = np.asarray(list(map(self._row, rows)), dtype=np.float32)
+                return x.reshape(len(rows), len(self.encoder.names))
+            except (KeyError, TypeError, ValueError):
+                pass
+        return self.encoder.encode(rows)
 
     def add_labeled(self, labeled: Sequence[dict[str, Any]]) -> int:
         """Returns how many concept-drift signals the new errors raised."""
         if self.classifier:
-            y_true = np.array([r["outcome_label"] for r in labeled], dtype=object)
-            y_pred = np.array([r["label"] for r in labeled], dtype=object)
-            errors = y_true != y_pred
+            truth, pred, scores, ts = zip(*[
+                (r["outcome_label"], r["label"], r.get("score"), r["labeled_at"]) for r in labeled
+            ], strict=True)
+            y_true = np.array(truth, dtype=object)
+            y_pred = np.array(pred, dtype=object)
+            errors = np.asarray(y_true != y_pred, dtype=bool)
+            score = _floats(scores)
         else:
-            y_true = np.array([r["outcome_value"] for r in labeled], dtype=float)
-            y_pred = np.array([r["score"] for r in labeled], dtype=float)
+            truth, scores, ts = zip(
+                *[(r["outcome_value"], r["score"], r["labeled_at"]) for r in labeled], strict=True)
+            y_true = np.array(truth, dtype=float)
+            y_pred = score = np.array(scores, dtype=float)
             errors = np.abs(y_true - y_pred) > np.nanstd(y_true)
-        score = np.array([r.get("score") or 0.0 for r in labeled], dtype=float)
-        ts = np.array([r["labeled_at"] for r in labeled], dtype=np.int64)
-        self.quality.add(y_true, y_pred, score, ts)
+        self.quality.add(y_true, y_pred, score, np.array(ts, dtype=np.int64))
         self.labeled += len(labeled)
-        signals = len(self.concept.update_many(errors.astype(bool)))
+        signals = len(self.concept.update_many(errors))
         self.concept_drifts += signals
         return signals
 
@@ -109,3 +134,10 @@ class VersionMonitor:
         p, n, c, first, last = state["counts"]
         self.predictions, self.labeled, self.concept_drifts = int(p), int(n), int(c)
         self.first_ms, self.last_ms = (int(first) or None), int(last)
+
+
+def _floats(values: Sequence[Any]) -> np.ndarray:
+    """Scores as float64, a missing one (None) as 0.0."""
+    out = np.array(values, dtype=np.float64)
+    out[np.isnan(out)] = 0.0
+    return out

@@ -1,0 +1,73 @@
+"""The monitor's per-record path: duplicate ids, and the columns a batch of records becomes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.models import ArtifactStore
+from services.models.matrix import FeatureEncoder
+from services.monitor.drift import FalseAlarmBudget
+from services.monitor.service import RecentIds
+from services.monitor.version import VersionMonitor
+
+
+def test_recent_ids_count_each_id_once_and_forget_the_oldest_first() -> None:
+    ids = RecentIds(3)
+    assert [ids.add(x) for x in "abcab"] == [True, True, True, False, False]
+    assert ids.add("d") and ids.state() == ["b", "c", "d"]
+    assert ids.add("a")  # forgotten: counted again
+    twin = RecentIds(2)
+    twin.load(ids.state())
+    assert twin.state() == ["d", "a"] and not twin.add("a") and twin.add("c")
+
+
+def test_recent_ids_stay_at_capacity_over_a_long_stream() -> None:
+    ids = RecentIds(1000)
+    new = [ids.add(f"p{i % 1500}") for i in range(30_000)]
+    assert len(ids.state()) == 1000
+    # ids come back every 1,500: each has been forgotten by then, so each counts again
+    assert all(new)
+    assert not ids.add(f"p{29_999 % 1500}")  # the latest is remembered
+
+
+def _monitor(store: ArtifactStore) -> VersionMonitor:
+    return VersionMonitor(store.card("agrawal", "1"), "champion", window=100, max_age_s=None,
+                          budget=FalseAlarmBudget(), concept_arl0=1e6)
+
+
+def test_rows_gathered_by_itemgetter_equal_the_general_encoder(demo_store: ArtifactStore) -> None:
+    vm = _monitor(demo_store)
+    rng = np.random.default_rng(0)
+    names = vm.encoder.names
+    rows = [{n: float(rng.integers(0, 9)) for n in names} for _ in range(50)]
+    rows[3]["age"] = None  # missing: NaN either way
+    rows[4]["car"] = "7"  # a number in a string: 7 either way
+    reference = FeatureEncoder(vm.card.features).encode(rows)
+    np.testing.assert_array_equal(vm._matrix(rows), reference)
+    # A feature absent from one row or a value that is no number: the general path, same result
+    del rows[5]["salary"]
+    rows[6]["zipcode"] = "nowhere"
+    got = vm._matrix(rows)
+    np.testing.assert_array_equal(got, FeatureEncoder(vm.card.features).encode(rows))
+    assert np.isnan(got[5, names.index("salary")]) and np.isnan(got[6, names.index("zipcode")])
+
+
+def test_a_batch_of_predictions_and_labels_becomes_the_windows_columns(
+    demo_store: ArtifactStore,
+) -> None:
+    vm = _monitor(demo_store)
+    names = vm.encoder.names
+    preds = [{"features": dict.fromkeys(names, 1.0), "score": s, "label": lab, "event_time": t}
+             for s, lab, t in ((0.9, "1", 30), (None, "0", 10), (0.2, "0", 20))]
+    vm.add_predictions(preds)
+    assert (vm.predictions, vm.first_ms, vm.last_ms) == (3, 10, 30)
+    assert vm.drift.score_window.n == 3
+    est = vm.estimate.estimate() if vm.estimate is not None else {}
+    # a missing score counts as 0.0; the labels decide the predicted class
+    assert est["expected_accuracy"] == pytest.approx((0.9 + 1.0 + 0.8) / 3)
+    labeled = [{**p, "outcome_label": truth, "labeled_at": 1000 + i}
+               for i, (p, truth) in enumerate(zip(preds, ("1", "1", "0"), strict=True))]
+    assert vm.add_labeled(labeled) == 0
+    m = vm.metrics(2000)
+    assert (m["n"], m["accuracy"]) == (3.0, pytest.approx(2 / 3))
