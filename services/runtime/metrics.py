@@ -37,6 +37,9 @@ __all__ = [
     "LABEL_DELAY",
     "PREDICTION_LATENCY",
     "PREDICTIONS",
+    "RETRAIN_ACTIVE",
+    "RETRAIN_STEPS",
+    "RETRAIN_TRIGGERS",
     "SERVING_VERSIONS",
     "SERVING_SWAPS",
     "VERSION_FAILURES",
@@ -94,6 +97,21 @@ VERSION_FAILURES = Counter(
     "Model versions that failed to load or to score; a failing challenger is unloaded and "
     "rejected, a failing new champion leaves the old one serving",
     ["model", "version", "role", "stage"],
+)
+
+RETRAIN_TRIGGERS = Counter(
+    "modelstream_retrain_triggers_total",
+    "Retraining triggers (alert, schedule, manual) by outcome: started, or ignored as a"
+    " duplicate, within the cooldown, or while a job for the model runs",
+    ["model", "trigger", "result"],
+)
+RETRAIN_STEPS = Counter(
+    "modelstream_retrain_steps_total",
+    "retrain.jobs events published, by step (started … promoted, rejected, rolled_back, failed)",
+    ["model", "step"],
+)
+RETRAIN_ACTIVE = Gauge(
+    "modelstream_retrain_active_jobs", "Retraining jobs in progress", ["model"]
 )
 
 

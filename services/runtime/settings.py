@@ -113,6 +113,26 @@ class Settings(BaseSettings):
     dashboard_scrape_seconds: float = 2.0
     dashboard_history: int = 300  # points kept per series (10 minutes at 2 s)
 
+    # Retraining (the retrain service). Margins are in the model's metric: accuracy for
+    # classifiers, RMSE for regression (lower is better there; margins keep their sense).
+    retrain_window_seconds: float = 24 * 3600.0  # labeled examples this recent are the data
+    retrain_holdout_fraction: float = 0.25  # the most recent share of them is the holdout
+    retrain_min_examples: int = 500  # fewer labeled examples: the job fails with the count
+    retrain_margin: float = 0.01  # the candidate must beat the champion's holdout metric by this
+    retrain_live_margin: float = 0.0  # ... and its live metric on the same events by this
+    retrain_rollback_margin: float = 0.02  # a new champion this far below its predecessor: undo
+    retrain_cooldown_seconds: float = 3600.0  # per model, after an alert-triggered job starts
+    retrain_alert_kinds: list[str] = Field(default_factory=lambda: ["drift", "performance"])
+    retrain_schedule: str | None = None  # crontab, e.g. "0 3 * * *"; unset: no schedule
+    retrain_trainer: str = "sklearn"  # entry point name in group modelstream.trainers
+    retrain_shadow_min_labeled: int = 500  # labeled events scored by both before deciding
+    retrain_shadow_timeout_seconds: float = 6 * 3600.0  # not enough by then: rejected
+    retrain_canary_fraction: float | None = None  # set: a canary step after the shadow step
+    retrain_canary_min_labeled: int = 500
+    retrain_watch_seconds: float = 3600.0  # how long a new champion is watched for rollback
+    retrain_watch_min_labeled: int = 500  # labeled predictions before the watch can judge
+    retrain_poll_seconds: float = 5.0  # how often staged and watched versions are checked
+
     # Service runtime.
     service_name: str = "modelstream"
     metrics_host: str = "127.0.0.1"

@@ -71,6 +71,22 @@ class Topics:
     def model_events(self) -> str:
         return self.name(MODEL_EVENTS)
 
+    @property
+    def predictions_labeled(self) -> str:
+        return self.name(PREDICTIONS_LABELED)
+
+    @property
+    def monitor_alerts(self) -> str:
+        return self.name(MONITOR_ALERTS)
+
+    @property
+    def retrain_requests(self) -> str:
+        return self.name(RETRAIN_REQUESTS)
+
+    @property
+    def retrain_jobs(self) -> str:
+        return self.name(RETRAIN_JOBS)
+
     def all(self) -> list[str]:
         return [self.name(t) for t in ALL_TOPICS]
 
