@@ -148,6 +148,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "artifact_uri": "file:///var/artifacts/agrawal/4/model.onnx",
         "metrics": {"accuracy": 0.94},
         "error": None,
+        "step": "promoted",
+        "trigger": "alert:a-1",
+        "reason": "live accuracy 0.94 vs champion 0.81 on 500 events",
+        "started_at": 1763900000000,
     },
 }
 
