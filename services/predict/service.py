@@ -24,6 +24,7 @@ from ..runtime import metrics, topics
 from ..runtime.deadletter import DeadLetters
 from ..runtime.errors import DecodeError, ModelLoadError
 from ..runtime.loop import Output, StreamLoop
+from ..runtime.records import NOT_SCORABLE, check_scorable
 from ..runtime.serde import EventDecoder, EventEncoder
 from ..runtime.settings import Settings
 from .scorer import VersionScorer
@@ -123,9 +124,13 @@ class Predictor:
             try:
                 event = self.decoder.decode(msg.value())
                 model = event.get("model") or self.settings.default_model
+                if type(model) is not str:
+                    raise DecodeError(NOT_SCORABLE, f"model must be a string, got {model!r:.60}")
                 if model not in servings:
                     # An unknown model is this event's problem, not the batch's.
                     servings[model] = self.serving(model)
+                champion = servings[model].champion
+                check_scorable(event, champion.names, champion.codes)
                 groups[model].append(event)
             except DecodeError as exc:
                 outputs.append(self.dead_letters.output(msg, exc.reason, exc.detail, now_ms))

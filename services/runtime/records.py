@@ -11,11 +11,19 @@ schema's types; the checks cost ~1 µs a record.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import ValidationError
 
-__all__ = ["BAD_LABELED", "BAD_PREDICTION", "check_labeled", "check_prediction"]
+__all__ = [
+    "BAD_LABELED",
+    "BAD_PREDICTION",
+    "NOT_SCORABLE",
+    "check_labeled",
+    "check_prediction",
+    "check_scorable",
+]
 
 BAD_PREDICTION = "bad_prediction"
 BAD_LABELED = "bad_labeled"
@@ -73,3 +81,31 @@ def check_labeled(rec: dict[str, Any]) -> None:
     if value is not None and not _number(value):
         raise _fail(BAD_LABELED, f"outcome_value must be a finite number, got {value!r:.60}")
     _time(rec, "labeled_at", BAD_LABELED)
+
+
+NOT_SCORABLE = "not_scorable"
+
+
+def check_scorable(
+    rec: dict[str, Any], names: Sequence[str], codes: Mapping[str, Mapping[Any, float]]
+) -> None:
+    """Raises :class:`ValidationError` unless a ``features.valid`` record can be scored by a
+    model with features ``names`` (string categories looked up in ``codes``)."""
+    for name in ("event_id", "entity_id"):
+        v = rec.get(name)
+        if type(v) is not str or not v:
+            raise _fail(NOT_SCORABLE, f"{name} must be a non-empty string, got {v!r:.60}")
+    model = rec.get("model")
+    if model is not None and type(model) is not str:
+        raise _fail(NOT_SCORABLE, f"model must be a string, got {model!r:.60}")
+    _time(rec, "event_time", NOT_SCORABLE)
+    if rec.get("ingested_at") is not None:
+        _time(rec, "ingested_at", NOT_SCORABLE)
+    features = rec.get("features")
+    if type(features) is not dict:
+        raise _fail(NOT_SCORABLE, f"features must be an object, got {features!r:.60}")
+    for name in names:
+        value = features.get(name)
+        known = codes.get(name)
+        if not (_number(value) if known is None else value in known):
+            raise _fail(NOT_SCORABLE, f"features[{name!r:.60}] cannot be scored: {value!r:.60}")
