@@ -12,7 +12,7 @@ from ..runtime.settings import Settings
 
 __all__ = ["main"]
 
-SERVICES = ("ingest", "predict", "join", "monitor")
+SERVICES = ("ingest", "predict", "join", "monitor", "dashboard")
 
 EPILOG = """\
 Servers: `up` and `demo` start an embedded broker (127.0.0.1:9092) and Valkey (127.0.0.1:6379)
@@ -189,6 +189,11 @@ def _run(service: str) -> int:
     from ..runtime.service import run_service
 
     settings = Settings()
+    if service == "dashboard":  # a web page over the others, not a stream loop
+        from ..dashboard.service import run
+
+        run(settings)
+        return 0
     if service == "ingest":
         from ..ingest.service import build
     elif service == "predict":

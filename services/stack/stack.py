@@ -19,11 +19,13 @@ from .embedded import EmbeddedServer, start_broker, start_valkey
 from .processes import free_port, port_is_free
 from .supervisor import ServiceProcess, Supervisor
 
-__all__ = ["DATA_PLANE", "Stack", "read_state"]
+__all__ = ["DATA_PLANE", "STACK_SERVICES", "Stack", "read_state"]
 
 log = logging.getLogger(__name__)
 
 DATA_PLANE: tuple[str, ...] = ("ingest", "predict", "join", "monitor")
+# What `up` and `demo` supervise: the data plane and the dashboard over it.
+STACK_SERVICES: tuple[str, ...] = (*DATA_PLANE, "dashboard")
 
 
 def state_path(settings: Settings) -> Path:
@@ -41,7 +43,7 @@ class Stack:
     def __init__(
         self,
         settings: Settings,
-        services: Sequence[str] = DATA_PLANE,
+        services: Sequence[str] = STACK_SERVICES,
         say: Callable[[str], None] = print,
         service_env: dict[str, str] | None = None,
     ) -> None:
