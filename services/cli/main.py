@@ -12,7 +12,7 @@ from ..runtime.settings import Settings
 
 __all__ = ["main"]
 
-SERVICES = ("ingest", "predict", "join", "monitor", "dashboard")
+SERVICES = ("ingest", "predict", "join", "monitor", "dashboard", "retrain")
 
 EPILOG = """\
 Servers: `up` and `demo` start an embedded broker (127.0.0.1:9092) and Valkey (127.0.0.1:6379)
@@ -82,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_score_parser(sub)
 
+    from .retrain import add_retrain_parser
+
+    add_retrain_parser(sub)
+
     kc = sub.add_parser("kcat", help="run Debian's kcat against the broker (extra args pass on)")
     kc.add_argument("args", nargs=argparse.REMAINDER)
     return p
@@ -137,6 +141,10 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         from .score import run_score
 
         return run_score(settings, args)
+    if args.command == "retrain":
+        from .retrain import run_retrain
+
+        return run_retrain(settings, args)
     if args.command == "models":
         from .models import run_models
 
@@ -189,6 +197,11 @@ def _run(service: str) -> int:
     from ..runtime.service import run_service
 
     settings = Settings()
+    if service == "retrain":  # the faust app of the control plane, not a stream loop
+        from ..retrain.service import run as run_retrain
+
+        run_retrain(settings)
+        return 0
     if service == "dashboard":  # a web page over the others, not a stream loop
         from ..dashboard.service import run
 
