@@ -26,6 +26,8 @@ from ..models import ArtifactStore
 from ..runtime import metrics, topics
 from ..runtime.errors import DecodeError, ModelLoadError
 from ..runtime.loop import Output, StreamLoop
+from ..runtime.records import check_labeled, check_prediction
+from ..runtime.redis_batch import retrying
 from ..runtime.serde import EventDecoder, EventEncoder
 from ..runtime.service import redis_client
 from ..runtime.settings import Settings
@@ -39,6 +41,7 @@ __all__ = ["ModelMonitor", "build"]
 SERVICE = "monitor"
 log = logging.getLogger(__name__)
 VersionKey = tuple[str, str, str]  # model, version, role
+CHECKS = {"predictions": check_prediction, "labeled": check_labeled}
 CONCEPT_RULE = AlertRule(kind="performance", warning=0.5, fire_after=1, resolve_after=6)
 
 
@@ -124,6 +127,7 @@ class ModelMonitor:
             stream, decode, add = streams[msg.topic() or ""]
             try:
                 rec = decode(msg.value())
+                CHECKS[stream](rec)  # a hostile record must not fail the batch's windows
                 key = (rec["model"], rec["model_version"], rec["role"])
                 pid = rec["prediction_id"]
             except (DecodeError, KeyError, TypeError) as exc:
@@ -285,11 +289,12 @@ class ModelMonitor:
             "seen": {name: ids.state() for name, ids in self.seen.items()},
             "alerts": self.alerts.state(),
         }
-        self.redis.set(self.checkpoint_key, checkpoint.encode(state))
+        encoded = checkpoint.encode(state)
+        retrying(lambda: self.redis.set(self.checkpoint_key, encoded))  # rides out a restart
         self.loop.commit_positions()  # after the state: a crash in between replays, never skips
 
     def restore(self) -> None:
-        raw = self.redis.get(self.checkpoint_key)
+        raw = retrying(lambda: self.redis.get(self.checkpoint_key))
         if not raw:
             return
         state = checkpoint.decode(raw)
