@@ -32,8 +32,8 @@ __all__ = [
     "table",
 ]
 
-BarKind = Literal["min_ratio", "min_value", "max_value"]
-Unit = Literal["ev/s", "outcomes/s", "ms", "B"]
+BarKind = Literal["min_ratio", "max_ratio", "min_value", "max_value"]
+Unit = Literal["ev/s", "outcomes/s", "rows/s", "keys/s", "ms", "B", "µs/ev", "%", "events"]
 
 
 def is_rate(unit: str) -> bool:
@@ -77,6 +77,8 @@ class Bar:
     def passed(self, value: float, vs_baseline: float) -> bool:
         if self.kind == "min_ratio":
             return not math.isnan(vs_baseline) and vs_baseline >= self.threshold
+        if self.kind == "max_ratio":
+            return not math.isnan(vs_baseline) and vs_baseline <= self.threshold
         if math.isnan(value):
             return False
         if self.kind == "min_value":
@@ -85,7 +87,11 @@ class Bar:
 
     def describe(self, unit: str) -> str:
         if self.kind == "min_ratio":
+            if self.threshold >= 2:
+                return f"≥ {self.threshold:g}× baseline"
             return f"≥ {self.threshold:.0%} of baseline"
+        if self.kind == "max_ratio":
+            return f"≤ {self.threshold:.2f}× baseline"
         sign = "≥" if self.kind == "min_value" else "≤"
         return f"{sign} {format_value(self.threshold, unit)}"
 
@@ -110,6 +116,10 @@ def format_value(value: float, unit: str) -> str:
         return "n/a"
     if unit == "ms":
         return f"{value:.1f} ms" if value < 100 else f"{value:,.0f} ms"
+    if unit == "%":
+        return f"{value:+.1f}%"
+    if unit == "µs/ev":
+        return f"{value:,.1f} µs/ev" if value < 100 else f"{value:,.0f} µs/ev"
     return f"{value:,.0f} {unit}"
 
 
@@ -117,13 +127,15 @@ def format_ratio(r: float, unit: str) -> str:
     """Throughput as a share of the baseline; latency as a multiple of it."""
     if math.isnan(r):
         return "n/a"
+    if is_rate(unit) and r >= 2:
+        return f"{r:.1f}×"
     return f"{r:.0%}" if is_rate(unit) else f"{r:.2f}×"
 
 
 def _runs_text(fig: Figure) -> str:
-    if fig.unit == "ms":
+    if fig.unit in ("ms", "µs/ev", "%"):
         return " ".join(f"{v:.1f}" for v in fig.runs)
-    if fig.unit == "B":
+    if fig.unit in ("B", "events"):
         return " ".join(f"{v:,.0f}" for v in fig.runs)
     return " ".join(f"{v / 1000:.1f}k" for v in fig.runs)
 
@@ -204,13 +216,16 @@ def _num(v: float) -> float | None:
 
 
 def markdown_report(
-    figures: Sequence[Figure], machine: Mapping[str, Any], method: Sequence[str]
+    figures: Sequence[Figure], machine: Mapping[str, Any], method: Sequence[str],
+    sections: Sequence[str] = (),
 ) -> str:
+    """The report; ``sections`` (Markdown, each with its own heading) follow the results."""
     lines = ["# modelstream benchmark", ""]
     lines += [f"- **{k}**: {v}" for k, v in machine.items()]
     lines += ["", "## Results", "", table(figures, markdown=True), ""]
     lines += ["Each figure is the median of the runs listed. Ratios compare medians measured "
               "in the same invocation, on the same embedded broker.", ""]
+    lines += [section.rstrip() + "\n" for section in sections]
     lines += ["## Method", ""] + [f"- {m}" for m in method] + [""]
     lines += ["## Per-run details", ""]
     for fig in figures:
