@@ -30,7 +30,7 @@ from ..runtime.settings import Settings
 from .scorer import VersionScorer
 from .serving import ModelServing, Plan, RegistryWatch
 
-__all__ = ["Predictor", "build"]
+__all__ = ["PredictLoop", "Predictor", "build"]
 
 SERVICE = "predict"
 log = logging.getLogger(__name__)
@@ -71,6 +71,9 @@ class Predictor:
                     f"{default}: the registry names no champion that loads; see the log above"
                 )
             self.legacy[default] = ModelServing(self._load(default, settings.model_version))
+
+    def close(self) -> None:
+        self.watch.close()
 
     def _load(self, model: str, version: str | None) -> VersionScorer:
         loaded = OnnxModel.load(self.store, model, version, threads=self.settings.ort_threads)
@@ -200,13 +203,26 @@ class Predictor:
         return Output(self.settings.topics.model_events, value, event.key)
 
 
-def build(settings: Settings) -> StreamLoop:
-    predictor = Predictor(settings, ArtifactStore(settings.artifacts))
-    return StreamLoop(
-        settings,
-        service=SERVICE,
-        group_id=f"{settings.topic_prefix}modelstream-predict",
-        topics=[settings.topics.features_valid],
-        handler=predictor,
-        on_idle=predictor.on_idle,
-    )
+class PredictLoop(StreamLoop):
+    """The stream loop of predict; the registry follower closes with it."""
+
+    def __init__(self, settings: Settings, predictor: Predictor) -> None:
+        super().__init__(
+            settings,
+            service=SERVICE,
+            group_id=f"{settings.topic_prefix}modelstream-predict",
+            topics=[settings.topics.features_valid],
+            handler=predictor,
+            on_idle=predictor.on_idle,
+        )
+        self.predictor = predictor
+
+    def run(self, max_idle_seconds: float | None = None) -> None:
+        try:
+            super().run(max_idle_seconds)
+        finally:
+            self.predictor.close()
+
+
+def build(settings: Settings) -> PredictLoop:
+    return PredictLoop(settings, Predictor(settings, ArtifactStore(settings.artifacts)))

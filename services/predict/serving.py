@@ -141,13 +141,18 @@ class RegistryWatch:
         return out
 
     def close(self) -> None:
-        self._follower.close()
+        with self._lock:
+            loader = self._loader
+        if loader is not None:
+            loader.join(30)  # a load in flight still uses the store, not the consumer
+        with self._lock:
+            self._follower.close()
 
     # -- loading --------------------------------------------------------------------------
 
     def _schedule(self) -> None:
         with self._lock:
-            if self._loader is not None and self._loader.is_alive():
+            if self._loader is not None:
                 self._dirty = True  # the running load goes round once more
                 return
             self._loader = threading.Thread(target=self._load_loop, name="registry-load",
@@ -162,6 +167,7 @@ class RegistryWatch:
                 log.exception("registry: building the serving plan failed")
             with self._lock:
                 if not self._dirty:
+                    self._loader = None  # under the lock: a new change starts a new loader
                     return
                 self._dirty = False
 
