@@ -13,6 +13,7 @@ import math
 import time
 from typing import Any
 
+import numpy as np
 import orjson
 from confluent_kafka import Message
 
@@ -21,7 +22,6 @@ from ..runtime.deadletter import DeadLetters
 from ..runtime.errors import DecodeError, ValidationError
 from ..runtime.loop import Output, StreamLoop
 from ..runtime.records import check_prediction
-from ..runtime.redis_batch import ScriptCall
 from ..runtime.serde import EventDecoder, EventEncoder
 from ..runtime.service import redis_client
 from ..runtime.settings import Settings
@@ -34,11 +34,11 @@ from .state import (
     OUTCOME_REPLAY,
     REPLAYED,
     WAITING,
+    JoinBatch,
     JoinState,
-    OutcomeResult,
-    PredictionResult,
-    split_outcome,
+    Reply,
 )
+from .stored import LABELED_FIELDS, Outcome, labeled, store_outcome, store_prediction
 
 __all__ = ["OutcomeJoiner", "build", "validate_outcome"]
 
@@ -77,8 +77,20 @@ def validate_outcome(raw: dict[str, Any], fallback_time_ms: int) -> dict[str, An
     return {"event_id": event_id, "label": label, "value": value, "outcome_time": t}
 
 
+class _Tally:
+    """What one batch counts, added to the metrics once per batch."""
+
+    __slots__ = ("delays", "labeled", "outcomes", "predictions")
+
+    def __init__(self) -> None:
+        self.predictions = [0, 0, 0, 0]  # by prediction status
+        self.outcomes = [0, 0, 0, 0, 0]  # by outcome status
+        self.labeled: dict[tuple[str, str, str], int] = {}
+        self.delays: dict[str, list[int]] = {}  # label delays (ms) by model
+
+
 class OutcomeJoiner:
-    """The batch handler: every record becomes one atomic script call, all in one round trip."""
+    """The batch handler: the whole batch is one atomic script call, in one round trip."""
 
     def __init__(self, settings: Settings, state: JoinState) -> None:
         self.state = state
@@ -94,69 +106,111 @@ class OutcomeJoiner:
         self.outcome_decoder = EventDecoder(topics.OUTCOMES, max_bytes=settings.max_event_bytes,
                                             registry_url=reg)
         self.encoder = EventEncoder(topics.PREDICTIONS_LABELED, settings.output_format, reg)
+        # JSON out: the stored prediction's JSON, with the outcome's fields appended.
+        self.splice = settings.output_format == "json"
         self.dead_letters = DeadLetters(settings, SERVICE, topics.OUTCOMES_DLQ)
+        self._pred_counters = {s: metrics.JOIN_PREDICTIONS.labels(r)
+                               for s, r in _PRED_RESULTS.items()}
+        self._out_counters = {s: metrics.JOIN_OUTCOMES.labels(r) for s, r in _OUT_RESULTS.items()}
+        self._labeled_counters: dict[tuple[str, str, str], Any] = {}
+        self._delay_histograms: dict[str, Any] = {}
 
     def __call__(self, batch: list[Message]) -> list[Output]:
         now_ms = int(time.time() * 1000)
         outputs: list[Output] = []
-        calls: list[ScriptCall] = []
-        sources: list[Any] = []
-        for msg in batch:
-            source = f"{msg.topic()}:{msg.partition()}:{msg.offset()}"
-            try:
-                if msg.topic() == self.predictions_topic:
-                    pred = self.prediction_decoder.decode(msg.value())
-                    check_prediction(pred)  # stored in Redis only if its outcome can label it
-                    window = self.windows_ms.get(pred["model"], self.window_ms)
-                    calls.append(self.state.prediction_call(
-                        pred["event_id"], pred["prediction_id"], orjson.dumps(pred), window,
-                        source, now_ms))
-                    sources.append(pred)
-                else:
-                    ts_type, ts = msg.timestamp()
-                    outcome = validate_outcome(
-                        self.outcome_decoder.decode(msg.value()), ts if ts_type else now_ms
-                    )
-                    calls.append(self.state.outcome_call(
-                        outcome["event_id"], outcome["outcome_time"], orjson.dumps(outcome),
-                        self.window_ms, source, now_ms))
-                    sources.append(None)
-            except DecodeError as exc:
-                outputs.append(self.dead_letters.output(msg, exc.reason, exc.detail, now_ms))
-            except KeyError as exc:  # a prediction record without its required fields
-                outputs.append(self.dead_letters.output(
-                    msg, "bad_prediction", f"missing field {exc}", now_ms))
-        for pred, result in zip(sources, self.state.run(calls), strict=True):
-            if isinstance(result, PredictionResult):
-                metrics.JOIN_PREDICTIONS.labels(_PRED_RESULTS[result.status]).inc()
-                if result.outcome is not None:
-                    outputs.append(self._labeled(pred, result.outcome, now_ms))
-            else:
-                self._count_outcome(result)
-                if result.outcome is not None:
-                    for body in result.predictions:
-                        outputs.append(self._labeled(orjson.loads(body), result.outcome, now_ms))
+        records = self.state.batch(now_ms)
+        held = self._intake(batch, records, outputs, now_ms)
+        tally = _Tally()
+        self._label(held, self.state.apply(records), outputs, tally, now_ms)
+        self._count(tally)
         return outputs
 
-    def _count_outcome(self, result: OutcomeResult) -> None:
-        metrics.JOIN_OUTCOMES.labels(_OUT_RESULTS[result.status]).inc()
+    def _intake(self, batch: list[Message], records: JoinBatch, outputs: list[Output],
+                now_ms: int) -> list[Any]:
+        """Decode and check each record once; what passes joins the script call. Returns, per
+        record in the call, the prediction ((dict, stored JSON)) or the :class:`Outcome`."""
+        held: list[Any] = []
+        predictions_topic = self.predictions_topic
+        decode_prediction = self.prediction_decoder.decode
+        decode_outcome = self.outcome_decoder.decode
+        windows, window = self.windows_ms, self.window_ms
+        for msg in batch:
+            try:
+                if msg.topic() == predictions_topic:
+                    payload = msg.value()
+                    pred = decode_prediction(payload)
+                    check_prediction(pred)  # stored in Redis only if its outcome can label it
+                    stored = store_prediction(pred, payload)
+                    records.prediction(
+                        pred["event_id"], pred["prediction_id"], stored,
+                        windows.get(pred["model"], window),
+                        b"p%d:%d" % (msg.partition() or 0, msg.offset() or 0))
+                    held.append((pred, stored))
+                else:
+                    raw = decode_outcome(msg.value())
+                    if "outcome_time" in raw:
+                        fallback = now_ms
+                    else:
+                        ts_type, ts = msg.timestamp()
+                        fallback = ts if ts_type else now_ms
+                    valid = validate_outcome(raw, fallback)
+                    outcome = Outcome(valid["outcome_time"], valid["label"], valid["value"])
+                    source = b"o%d:%d" % (msg.partition() or 0, msg.offset() or 0)
+                    records.outcome(valid["event_id"], store_outcome(outcome, source), window)
+                    held.append(outcome)
+            except DecodeError as exc:
+                outputs.append(self.dead_letters.output(msg, exc.reason, exc.detail, now_ms))
+        return held
 
-    def _labeled(self, pred: dict[str, Any], stored_outcome: bytes, now_ms: int) -> Output:
-        outcome_time, body = split_outcome(stored_outcome)
-        outcome = orjson.loads(body)
-        label = outcome["label"]
-        record = {
-            **pred,
-            "outcome_label": label,
-            "outcome_value": outcome["value"],
-            "outcome_time": outcome_time,
-            "label_delay_ms": max(outcome_time - pred["predicted_at"], 0),
-            "correct": (pred["label"] == label) if label is not None else None,
-            "labeled_at": now_ms,
-        }
-        metrics.JOIN_LABELED.labels(pred["model"], pred["model_version"], pred["role"]).inc()
-        metrics.LABEL_DELAY.labels(pred["model"]).observe(record["label_delay_ms"] / 1000)
-        return Output(self.out_topic, self.encoder.encode(record), pred["entity_id"])
+    def _label(self, held: list[Any], replies: list[Reply], outputs: list[Output],
+               tally: _Tally, now_ms: int) -> None:
+        """The labeled records the replies call for, in record order."""
+        out_topic, append, emit = self.out_topic, outputs.append, self._labeled
+        loads = orjson.loads
+        for item, (status, got) in zip(held, replies, strict=True):
+            if type(item) is tuple:  # a prediction, labeled now by the stored outcome
+                tally.predictions[status] += 1
+                if got is not None:
+                    pred, stored = item
+                    append(Output(out_topic, emit(pred, stored, Outcome.load(got), tally,
+                                                  now_ms), pred["entity_id"]))
+            else:  # an outcome, and the stored predictions it labels now
+                tally.outcomes[status] += 1
+                for stored in got:
+                    pred = loads(stored)
+                    append(Output(out_topic, emit(pred, stored, item, tally, now_ms),
+                                  pred["entity_id"]))
+
+    def _labeled(self, pred: dict[str, Any], stored: bytes, outcome: Outcome, tally: _Tally,
+                 now_ms: int) -> bytes:
+        key = (pred["model"], pred["model_version"], pred["role"])
+        tally.labeled[key] = tally.labeled.get(key, 0) + 1
+        delays = tally.delays.get(key[0])
+        if delays is None:
+            delays = tally.delays[key[0]] = []
+        delays.append(outcome.time - pred["predicted_at"])
+        if self.splice and LABELED_FIELDS.isdisjoint(pred):
+            return outcome.labeled_json(stored, pred, now_ms)
+        return self.encoder.encode(labeled(pred, outcome, now_ms))
+
+    def _count(self, tally: _Tally) -> None:
+        for status, n in enumerate(tally.predictions):
+            if n:
+                self._pred_counters[status].inc(n)
+        for status, n in enumerate(tally.outcomes):
+            if n:
+                self._out_counters[status].inc(n)
+        for key, n in tally.labeled.items():
+            counter = self._labeled_counters.get(key)
+            if counter is None:
+                counter = self._labeled_counters[key] = metrics.JOIN_LABELED.labels(*key)
+            counter.inc(n)
+        for model, delays in tally.delays.items():
+            histogram = self._delay_histograms.get(model)
+            if histogram is None:
+                histogram = self._delay_histograms[model] = metrics.LABEL_DELAY.labels(model)
+            seconds = np.maximum(np.array(delays, dtype=np.float64), 0.0) / 1000
+            metrics.observe_many(histogram, seconds)
 
     def sweep(self) -> None:
         """Close the join windows that are due: count what expired, free the state."""

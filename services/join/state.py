@@ -1,15 +1,29 @@
-"""The join state in Redis, and the three atomic operations on it.
+"""The join state in Redis, and the two atomic operations on it: apply a batch, sweep.
 
-Per event id, with a TTL of the join window plus a grace period:
+One string per event id, ``join:e:<event>``, with a TTL (the join window plus the grace
+period, set when it is created): its outcome, then one triple per prediction of the event
+(every version and role), packed with MessagePack (``cmsgpack`` in the script)::
 
-* ``join:p:<event>`` hash: prediction id → the prediction (JSON), every version and role;
-* ``join:o:<event>`` string: ``<outcome_time>|<source>|<outcome JSON>``;
-* ``join:l:<event>`` hash: prediction id → the source record (``topic:partition:offset``) that
-  labeled it. One labeled record per prediction id: a prediction is labeled once.
+    outcome, prediction id, stored prediction, mark, prediction id, stored prediction, mark...
 
-``join:due`` is a sorted set of event ids by the end of their join window. The sweep claims
-the events whose window has closed, counts predictions that never got an outcome and outcomes
-that never found a prediction, and deletes their state; memory is bounded by the window.
+* the outcome is ``<outcome_time>|<source>|<outcome>``, or empty while none has come;
+* the stored prediction is kept while it may still be needed: it waits for its outcome, or an
+  outcome labeled it (kept for a replay of that outcome record); a prediction that arrives
+  after its outcome is labeled at once, and stores nothing;
+* the mark is the source record (``p|o<partition>:<offset>``) that labeled the prediction, or
+  empty. One labeled record per prediction id: a prediction is labeled once.
+
+Invariant: once the outcome is there, every prediction of the event is marked. A string with
+a TTL costs Redis ~50 B besides its value, where a hash holding values over 64 B (a
+prediction) costs ~350 B.
+
+Join windows close in one-second buckets: ``join:d:<second>`` lists the event ids whose window
+closes in that second (an event is listed once, when its state is created), and the sorted set
+``join:buckets`` holds the buckets by their second. The sweep claims the buckets that are due,
+counts predictions that never got an outcome and outcomes that never found a prediction, and
+deletes their state; memory is bounded by the window. ``join:pending`` counts the listed
+events. A bucket closes at the end of its second, so a window closes up to a second late; the
+TTLs allow for that.
 
 Why the source is stored: after a crash, the batch in hand is consumed again. When the record
 that labeled a prediction comes again (same topic, partition, offset), its labeled record is
@@ -20,100 +34,201 @@ Corrected outcomes: the outcome with the latest ``outcome_time`` is the one pred
 waiting are labeled with; a labeled prediction keeps its label (labels are final). A correction
 is counted (``modelstream_join_outcomes_total{result="correction"}``).
 
-The scripts touch keys derived from the event id, so they need one Redis (or a cluster with
-the keys hash-tagged); they are atomic there, so replicas of join may race freely.
+A batch is one script call: every record of a consumed batch, in order, applied atomically in
+one round trip, so replicas of join may race freely. The script touches keys derived from the
+event ids, so the state needs one Redis (a primary, with replicas or Sentinel), not a cluster.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
-from ..runtime.redis_batch import ScriptCall, run_scripts
+from ..runtime.redis_batch import retrying
 
-__all__ = ["JoinState", "OutcomeResult", "PredictionResult"]
+__all__ = ["JoinBatch", "JoinState", "SweepResult"]
 
-PREDICTION_SCRIPT = """
-local marker = redis.call('HGET', KEYS[3], ARGV[1])
-if marker then
-  if marker == ARGV[6] then
-    local o = redis.call('GET', KEYS[2])
-    if o then return {3, o} end
-  end
-  return {2}
+# Status codes of a record, the first element of its reply.
+WAITING, LABELED, IGNORED, REPLAYED = 0, 1, 2, 3  # predictions
+FIRST, DUPLICATE, CORRECTION, OUTCOME_REPLAY = 1, 2, 3, 4  # outcomes
+
+BUCKET_MS = 1000
+
+# ARGV: the key names (event base, bucket base, buckets, pending counter), the number of
+# window classes W, then W triples (event TTL, bucket second, bucket TTL), then the records:
+# a prediction is +w (its window class), event id, prediction id, stored prediction, source;
+# an outcome is -w, event id, stored outcome (which holds its time and source).
+# Reply, flat: per prediction its status, then the stored outcome if it labels now (LABELED,
+# REPLAYED); per outcome its status, n, then the n stored predictions it labels (or labeled,
+# when the record is a replay).
+BATCH_SCRIPT = """
+local ebase, dbase, buckets, pending = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local nw = tonumber(ARGV[5])
+local ttl, bucket, bttl = {}, {}, {}
+for w = 1, nw do
+  ttl[w], bucket[w], bttl[w] = ARGV[3 * w + 3], ARGV[3 * w + 4], ARGV[3 * w + 5]
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('ZADD', KEYS[4], 'NX', ARGV[4], ARGV[5])
-local o = redis.call('GET', KEYS[2])
-if o then
-  redis.call('HSET', KEYS[3], ARGV[1], ARGV[6])
-  redis.call('PEXPIRE', KEYS[3], ARGV[3])
-  return {1, o}
-end
-return {0}
-"""
-
-OUTCOME_SCRIPT = """
-local cur = redis.call('GET', KEYS[2])
-local status = 1
-if cur then
-  local s1 = string.find(cur, '|', 1, true)
-  local s2 = string.find(cur, '|', s1 + 1, true)
-  if string.sub(cur, s1 + 1, s2 - 1) == ARGV[2] then
-    local out = {4, cur}
-    local preds = redis.call('HGETALL', KEYS[1])
-    for i = 1, #preds, 2 do
-      if redis.call('HGET', KEYS[3], preds[i]) == ARGV[2] then out[#out + 1] = preds[i + 1] end
+local pack, unpack_all, find, sub = cmsgpack.pack, cmsgpack.unpack, string.find, string.sub
+local fresh, fresh_w = {}, {}
+local out, n = {}, 0
+local i, last = 3 * nw + 6, #ARGV
+while i <= last do
+  local w, ev = tonumber(ARGV[i]), ARGV[i + 1]
+  local k = ebase .. ev
+  local cur = redis.call('GET', k)
+  local created = false
+  if w > 0 then
+    local pid, body, src = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+    i = i + 5
+    if not cur then
+      redis.call('SET', k, pack('', pid, body, ''), 'PX', ttl[w])
+      created = true
+      out[n + 1], n = 0, n + 1
+    else
+      local s = {unpack_all(cur)}
+      local at
+      for j = 2, #s, 3 do
+        if s[j] == pid then
+          at = j
+          break
+        end
+      end
+      if at then
+        local mark = s[at + 2]
+        if mark == '' then
+          out[n + 1], n = 0, n + 1
+        elseif mark == src and s[1] ~= '' then
+          out[n + 1], out[n + 2], n = 3, s[1], n + 2
+        else
+          out[n + 1], n = 2, n + 1
+        end
+      elseif s[1] ~= '' then
+        s[#s + 1], s[#s + 2], s[#s + 3] = pid, '', src
+        redis.call('SET', k, pack(unpack(s)), 'KEEPTTL')
+        out[n + 1], out[n + 2], n = 1, s[1], n + 2
+      else
+        s[#s + 1], s[#s + 2], s[#s + 3] = pid, body, ''
+        redis.call('SET', k, pack(unpack(s)), 'KEEPTTL')
+        out[n + 1], n = 0, n + 1
+      end
     end
-    return out
+  else
+    w = -w
+    local value = ARGV[i + 2]
+    i = i + 3
+    if not cur then
+      redis.call('SET', k, pack(value), 'PX', ttl[w])
+      created = true
+      out[n + 1], out[n + 2], n = 1, 0, n + 2
+    else
+      local s = {unpack_all(cur)}
+      local b1 = find(value, '|', 1, true)
+      local b2 = find(value, '|', b1 + 1, true)
+      local src = sub(value, b1 + 1, b2 - 1)
+      local labels = {}
+      for j = 2, #s, 3 do
+        if s[j + 2] == src and s[j + 1] ~= '' then labels[#labels + 1] = s[j + 1] end
+      end
+      local status, o = 1, s[1]
+      if o ~= '' then
+        local c1 = find(o, '|', 1, true)
+        local c2 = find(o, '|', c1 + 1, true)
+        if #labels > 0 or sub(o, c1 + 1, c2 - 1) == src then
+          status = 4
+        elseif tonumber(sub(value, 1, b1 - 1)) <= tonumber(sub(o, 1, c1 - 1)) then
+          status = 2
+        else
+          status = 3
+        end
+      end
+      if status == 1 or status == 3 then
+        s[1] = value
+        for j = 2, #s, 3 do
+          if s[j + 2] == '' then
+            s[j + 2] = src
+            labels[#labels + 1] = s[j + 1]
+          end
+        end
+        redis.call('SET', k, pack(unpack(s)), 'KEEPTTL')
+      end
+      out[n + 1], out[n + 2], n = status, #labels, n + 2
+      for j = 1, #labels do out[n + j] = labels[j] end
+      n = n + #labels
+    end
   end
-  if tonumber(ARGV[1]) <= tonumber(string.sub(cur, 1, s1 - 1)) then return {2} end
-  status = 3
+  if created then
+    local b = bucket[w]
+    local ids = fresh[b]
+    if not ids then
+      ids = {}
+      fresh[b], fresh_w[b] = ids, w
+    end
+    ids[#ids + 1] = ev
+  end
 end
-redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
-redis.call('ZADD', KEYS[4], 'NX', ARGV[5], ARGV[6])
-local out = {status, ARGV[3]}
-local preds = redis.call('HGETALL', KEYS[1])
-for i = 1, #preds, 2 do
-  if redis.call('HSETNX', KEYS[3], preds[i], ARGV[2]) == 1 then out[#out + 1] = preds[i + 1] end
+local added, keep = 0, 0
+for b, ids in pairs(fresh) do
+  local bk = dbase .. b
+  for j = 1, #ids, 1000 do
+    redis.call('RPUSH', bk, unpack(ids, j, math.min(j + 999, #ids)))
+  end
+  local w = fresh_w[b]
+  redis.call('PEXPIRE', bk, bttl[w])
+  redis.call('ZADD', buckets, tonumber(b) * 1000, b)
+  added = added + #ids
+  keep = math.max(keep, tonumber(bttl[w]))
 end
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
+if added > 0 then
+  redis.call('INCRBY', pending, added)
+  for _, key in ipairs({pending, buckets}) do
+    if redis.call('PEXPIRE', key, keep, 'NX') == 0 then redis.call('PEXPIRE', key, keep, 'GT') end
+  end
+end
 return out
 """
 
+# ARGV: event base, bucket base, buckets, pending counter, now (ms), max events.
+# Reply: events closed, predictions expired unlabeled, outcomes unmatched, events pending.
 SWEEP_SCRIPT = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-local expired, unmatched = 0, 0
-for _, id in ipairs(ids) do
-  local pk, ok, lk = ARGV[3] .. 'p:' .. id, ARGV[3] .. 'o:' .. id, ARGV[3] .. 'l:' .. id
-  local np = redis.call('HLEN', pk)
-  local nl = redis.call('HLEN', lk)
-  if np > nl then expired = expired + np - nl end
-  if np == 0 and redis.call('EXISTS', ok) == 1 then unmatched = unmatched + 1 end
-  redis.call('DEL', pk, ok, lk)
-  redis.call('ZREM', KEYS[1], id)
+local ebase, dbase, buckets, pending = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local limit = tonumber(ARGV[6])
+local due = redis.call('ZRANGEBYSCORE', buckets, '-inf', ARGV[5], 'LIMIT', 0, 100)
+local events, expired, unmatched = 0, 0, 0
+for _, b in ipairs(due) do
+  local bk = dbase .. b
+  local ids = redis.call('LPOP', bk, limit - events)
+  if ids then
+    for _, ev in ipairs(ids) do
+      local k = ebase .. ev
+      local cur = redis.call('GET', k)
+      if cur then
+        local s = {cmsgpack.unpack(cur)}
+        for j = 4, #s, 3 do
+          if s[j] == '' then expired = expired + 1 end
+        end
+        if s[1] ~= '' and #s == 1 then unmatched = unmatched + 1 end
+        redis.call('DEL', k)
+      end
+    end
+    events = events + #ids
+  end
+  if redis.call('EXISTS', bk) == 0 then redis.call('ZREM', buckets, b) end
+  if events >= limit then break end
 end
-return {#ids, expired, unmatched, redis.call('ZCARD', KEYS[1])}
+local left
+if events > 0 then
+  left = redis.call('DECRBY', pending, events)
+  if left < 0 then
+    redis.call('SET', pending, 0, 'KEEPTTL')
+    left = 0
+  end
+else
+  left = tonumber(redis.call('GET', pending) or '0')
+end
+return {events, expired, unmatched, left}
 """
-
-# Status codes the scripts return first.
-WAITING, LABELED, IGNORED, REPLAYED = 0, 1, 2, 3
-FIRST, DUPLICATE, CORRECTION, OUTCOME_REPLAY = 1, 2, 3, 4
-
-
-@dataclass(slots=True)
-class PredictionResult:
-    status: int
-    outcome: bytes | None  # the stored outcome value when the prediction is labeled now
-
-
-@dataclass(slots=True)
-class OutcomeResult:
-    status: int
-    outcome: bytes | None
-    predictions: list[bytes]  # predictions this outcome labels now (JSON)
 
 
 @dataclass(slots=True)
@@ -124,56 +239,97 @@ class SweepResult:
     pending: int
 
 
+class JoinBatch:
+    """The records of one consumed batch, in order: the arguments of one script call."""
+
+    __slots__ = ("_records", "_state", "_windows", "kinds", "now_ms")
+
+    def __init__(self, state: JoinState, now_ms: int) -> None:
+        self._state = state
+        self.now_ms = now_ms
+        self._windows: dict[int, int] = {}  # window (ms) → its class, 1-based
+        self._records: list[Any] = []
+        self.kinds: list[bool] = []  # True for a prediction, in record order
+
+    def _window(self, window_ms: int) -> int:
+        w = self._windows.get(window_ms)
+        if w is None:
+            w = self._windows[window_ms] = len(self._windows) + 1
+        return w
+
+    def prediction(self, event_id: str, prediction_id: str, stored: bytes, window_ms: int,
+                   source: bytes) -> None:
+        self._records += (self._window(window_ms), event_id, prediction_id, stored, source)
+        self.kinds.append(True)
+
+    def outcome(self, event_id: str, stored: bytes, window_ms: int) -> None:
+        """``stored`` is :func:`.stored.store_outcome`'s: it holds the time and the source."""
+        self._records += (-self._window(window_ms), event_id, stored)
+        self.kinds.append(False)
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+    def args(self) -> list[Any]:
+        s = self._state
+        head: list[Any] = [s.event_base, s.bucket_base, s.buckets, s.pending,
+                           len(self._windows)]
+        for window_ms in self._windows:  # in class order: dicts keep insertion order
+            # The bucket is the second the window closes in, rounded up: never early.
+            second = -(-(self.now_ms + window_ms) // BUCKET_MS)
+            ttl = window_ms + s.grace_ms + BUCKET_MS
+            head += (ttl, second, ttl + s.grace_ms)
+        return head + self._records
+
+
+Reply = tuple[int, Any]  # (status, the stored outcome | the stored predictions | None)
+
+
 class JoinState:
     def __init__(self, client: redis.Redis, *, prefix: str, grace_seconds: int) -> None:
         self.client = client
-        self.base = f"{prefix}join:"
-        self.due = f"{prefix}join:due"
+        base = f"{prefix}join:"
+        self.event_base = f"{base}e:"
+        self.bucket_base = f"{base}d:"
+        self.buckets = f"{base}buckets"
+        self.pending = f"{base}pending"
         self.grace_ms = grace_seconds * 1000
-        self._prediction = client.register_script(PREDICTION_SCRIPT)
-        self._outcome = client.register_script(OUTCOME_SCRIPT)
+        self._batch = client.register_script(BATCH_SCRIPT)
         self._sweep = client.register_script(SWEEP_SCRIPT)
 
-    def _keys(self, event_id: str) -> list[str]:
-        b = self.base
-        return [f"{b}p:{event_id}", f"{b}o:{event_id}", f"{b}l:{event_id}", self.due]
+    def batch(self, now_ms: int) -> JoinBatch:
+        return JoinBatch(self, now_ms)
 
-    def prediction_call(
-        self, event_id: str, prediction_id: str, body: bytes, window_ms: int, source: str,
-        now_ms: int,
-    ) -> ScriptCall:
-        args = [prediction_id, body, window_ms + self.grace_ms, now_ms + window_ms, event_id,
-                source]
-        return (self._prediction, self._keys(event_id), args)
+    def apply(self, batch: JoinBatch) -> list[Reply]:
+        """Apply the batch's records in order, atomically, in one round trip.
 
-    def outcome_call(
-        self, event_id: str, outcome_time: int, body: bytes, window_ms: int, source: str,
-        now_ms: int,
-    ) -> ScriptCall:
-        value = b"%d|%s|%s" % (outcome_time, source.encode(), body)
-        args = [outcome_time, source, value, window_ms + self.grace_ms, now_ms + window_ms,
-                event_id]
-        return (self._outcome, self._keys(event_id), args)
-
-    def run(self, calls: list[ScriptCall]) -> list[PredictionResult | OutcomeResult]:
-        """Apply the calls in order, in one round trip."""
-        results: list[PredictionResult | OutcomeResult] = []
-        for (script, _, _), r in zip(calls, run_scripts(self.client, calls), strict=True):
-            status = int(r[0])
-            stored = r[1] if len(r) > 1 else None
-            if script is self._prediction:
-                results.append(PredictionResult(status, stored))
+        One reply per record: a prediction's is ``(status, stored outcome or None)``, an
+        outcome's ``(status, [stored predictions it labels])``.
+        """
+        if not batch:
+            return []
+        args = batch.args()
+        flat = retrying(lambda: self._batch(keys=[], args=args))
+        replies: list[Reply] = []
+        append = replies.append
+        i = 0
+        for is_prediction in batch.kinds:
+            status = flat[i]
+            if is_prediction:
+                if status in (LABELED, REPLAYED):
+                    append((status, flat[i + 1]))
+                    i += 2
+                else:
+                    append((status, None))
+                    i += 1
             else:
-                results.append(OutcomeResult(status, stored, list(r[2:])))
-        return results
+                n = flat[i + 1]
+                append((status, flat[i + 2:i + 2 + n]))
+                i += 2 + n
+        return replies
 
     def sweep(self, now_ms: int, limit: int = 1000) -> SweepResult:
-        r = self._sweep(keys=[self.due], args=[now_ms, limit, self.base])
+        r = retrying(lambda: self._sweep(
+            keys=[], args=[self.event_base, self.bucket_base, self.buckets, self.pending,
+                           now_ms, limit]))
         return SweepResult(*(int(x) for x in r))
-
-
-def split_outcome(value: bytes) -> tuple[int, bytes]:
-    """``<time>|<source>|<json>`` → (time, json)."""
-    t, _, rest = value.partition(b"|")
-    _, _, body = rest.partition(b"|")
-    return int(t), body

@@ -132,12 +132,15 @@ def test_join_killed_mid_stream_labels_every_prediction_once(settings):
                                       for i in range(n)])
     env = {**settings_env(settings), "MODELSTREAM_BATCH_SIZE": "100"}
     argv = [sys.executable, "-m", "services.cli.main", "run", "join"]
+    outcomes = [(f"k{i}".encode(), outcome(f"k{i}", str(i % 2))) for i in range(n)]
     proc = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
-    produce(settings, "outcomes", [(f"k{i}".encode(), outcome(f"k{i}", str(i % 2)))
-                                   for i in range(n)])
+    # Killed while batches are in hand, and with outcomes still to come: the rest is only
+    # produced after the kill, so the restarted process must label it.
+    produce(settings, "outcomes", outcomes[:n // 4])
     read(settings, "predictions.labeled", 1, timeout=60, decode=False)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
+    produce(settings, "outcomes", outcomes[n // 4:])
     proc = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
     try:
         labeled = read(settings, "predictions.labeled", n, timeout=120)
