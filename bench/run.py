@@ -35,7 +35,7 @@ import orjson
 from services.ingest.service import build as build_ingest
 from services.predict.service import build as build_predict
 
-from . import labels, latency, throughput
+from . import labels, latency, suite, throughput
 from .join import measure_join
 from .monitor import measure_monitor, warm_up
 from .report import Bar, Figure, format_value, markdown_report, results_json, table
@@ -68,6 +68,7 @@ INGEST_BARS = (Bar("min_ratio", 0.25),)
 JOIN_BARS = (Bar("min_value", 50_000),)
 MONITOR_BARS = (Bar("min_value", 50_000),)
 GROUPS = ("predict", "ingest", "e2e", "join", "monitor")
+GROUPS += suite.GROUPS
 
 
 def _figures() -> dict[str, Figure]:
@@ -93,6 +94,7 @@ def _figures() -> dict[str, Figure]:
         Figure("e2e_p99", "e2e p99, ingest → predict", "ms", baseline="e2e_raw_p99",
                bars=(Bar("max_value", 50.0),)),
     ]
+    figs += suite.figures()
     return {f.key: f for f in figs}
 
 
@@ -106,6 +108,7 @@ class Plan:
     rate: float
     warm_seconds: float
     only: set[str]
+    quick: bool = False
 
     def wants(self, group: str) -> bool:
         return not self.only or group in self.only
@@ -176,10 +179,11 @@ def _loop_job(key: str, measure: Callable[[], throughput.LoopTiming]) -> Job:
     def run() -> tuple[dict[str, float], str]:
         t = measure()
         outs = ", ".join(f"{n:,} to {topic}" for topic, n in t.outputs.items())
-        note = f"{t.consumed:,} in {t.seconds:.2f} s ({outs}; {t.split()})"
-        return {key: t.rate if t.consumed else math.nan}, note
+        note = (f"{t.consumed:,} in {t.seconds:.2f} s ({outs}; {t.split()}; CPU "
+                f"{t.cpu_per_event_us:.1f} µs/record)")
+        return {key: t.rate if t.consumed else math.nan, f"cpu_{key}": t.cpu_per_event_us}, note
 
-    return Job((key,), run)
+    return Job((key, f"cpu_{key}"), run)
 
 
 def _labeled_jobs(stack: BenchStack, plan: Plan, data: Data) -> list[Job]:
@@ -190,20 +194,21 @@ def _labeled_jobs(stack: BenchStack, plan: Plan, data: Data) -> list[Job]:
     if plan.wants("join"):
         def predictions_first() -> tuple[dict[str, float], str]:
             j = measure_join(stack, "jp", labeled, "predictions")
-            return {"join_pf": j.rate, "join_memory": j.memory_per_pending}, j.note()
+            return {"join_pf": j.rate, "join_memory": j.memory_per_pending,
+                    "cpu_join_pf": j.loop.cpu_per_event_us}, j.note()
 
         def outcomes_first() -> tuple[dict[str, float], str]:
             j = measure_join(stack, "jo", labeled, "outcomes")
-            return {"join_of": j.rate}, j.note()
+            return {"join_of": j.rate, "cpu_join_of": j.loop.cpu_per_event_us}, j.note()
 
-        jobs += [Job(("join_pf", "join_memory"), predictions_first),
-                 Job(("join_of",), outcomes_first)]
+        jobs += [Job(("join_pf", "join_memory", "cpu_join_pf"), predictions_first),
+                 Job(("join_of", "cpu_join_of"), outcomes_first)]
     if plan.wants("monitor"):
         def monitor() -> tuple[dict[str, float], str]:
             m = measure_monitor(stack, "mo", monitored, warm=MONITOR_WARM)
-            return {"monitor": m.rate}, m.note()
+            return {"monitor": m.rate, "cpu_monitor": m.loop.cpu_per_event_us}, m.note()
 
-        jobs.append(Job(("monitor",), monitor))
+        jobs.append(Job(("monitor", "cpu_monitor"), monitor))
     return jobs
 
 
@@ -455,12 +460,14 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         warm_seconds=0.5 if args.quick else 1.0,
         only=args.only,
+        quick=args.quick,
     )
     machine = machine_info(argv)
     figs = _figures()
     per_round = (
         plan.wants_throughput() + 2 * plan.wants("predict") + 2 * plan.wants("ingest")
         + 2 * plan.wants("join") + plan.wants("monitor") + 2 * plan.wants("e2e")
+        + suite.jobs_per_round(plan)
     )
     progress = Progress(per_round * plan.runs)
     print(f"modelstream bench: {plan.runs} runs, {plan.events:,} events per throughput run "
@@ -484,11 +491,17 @@ def main(argv: list[str] | None = None) -> int:
         if plan.wants("e2e"):
             for r in range(1, plan.runs + 1):
                 _latency_round(stack, plan, data, figs, r, progress)
+        extra = suite.Extra()
+        for r in range(1, plan.runs + 1):
+            suite.run_round(stack, plan, data, figs, r, progress, extra)
+        suite.run_once(stack, plan, data, figs, progress, extra)
+        suite.finish(extra, figs)
 
     shown = [f for f in figs.values() if f.runs]
     machine["load average at end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     machine["duration"] = f"{time.monotonic() - started:.0f} s"
-    args.report.write_text(markdown_report(shown, machine, method(plan)))
+    args.report.write_text(markdown_report(shown, machine, method(plan) + suite.method(plan),
+                                           extra.sections))
     out = sys.stderr if args.json else sys.stdout
     print("", file=out)
     print(table(shown), file=out)
