@@ -1,9 +1,11 @@
 """Reading a time range of a topic for batch scoring: backfills and offline challenger runs.
 
-The range is turned into offsets per partition with ``offsets_for_times`` (the first record at
-or after ``from``, up to the first at or after ``to``, exclusive), the partitions are assigned
-directly (no consumer group, no committed offsets: a backfill never disturbs the services), and
-reading stops when every partition has reached its end offset.
+Each partition is read from ``offsets_for_times(from)`` to its end as the fetch reports it
+(``enable.partition.eof``), and records are kept when their timestamp is in ``[from, to)``. The
+partitions are assigned directly (no consumer group, no committed offsets: a backfill never
+disturbs the services). Timestamps are checked on the client because the embedded broker
+(tansu 0.6) answers ``offsets_for_times`` with 0 and ListOffsets with the base offset of the
+last batch; on Kafka the start offset is exact and the check drops nothing before ``from``.
 
 Records of ``predictions`` and ``predictions.labeled`` are scored from the feature snapshot they
 carry; only the served prediction of each event is taken (shadow scores of the same event would
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from ..runtime import kafka
 from ..runtime.errors import ConfigError, DecodeError
@@ -34,15 +36,17 @@ _IDLE_SECONDS = 10.0
 
 @dataclass(frozen=True, slots=True)
 class TopicRange:
-    """Offsets ``[start, end)`` per partition of one topic."""
+    """Where to start per partition, the time range, and about how many records to read."""
 
     topic: str
     base: str
-    offsets: dict[int, tuple[int, int]]
+    offsets: dict[int, tuple[int, int]]  # partition -> (start, high watermark: an estimate)
+    from_ms: int | None = None
+    to_ms: int | None = None
 
     @property
     def total(self) -> int:
-        return sum(end - start for start, end in self.offsets.values())
+        return sum(max(end - start, 0) for start, end in self.offsets.values())
 
 
 def plan_range(
@@ -64,10 +68,8 @@ def plan_range(
         offsets: dict[int, tuple[int, int]] = {}
         for p in sorted(meta.partitions):
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            start = _offset_at(consumer, topic, p, from_ms, low, high)
-            end = _offset_at(consumer, topic, p, to_ms, high, high)
-            offsets[p] = (start, max(start, end))
-        return TopicRange(topic, base, offsets)
+            offsets[p] = (_offset_at(consumer, topic, p, from_ms, low, high), high)
+        return TopicRange(topic, base, offsets, from_ms, to_ms)
     finally:
         consumer.close()
 
@@ -86,13 +88,15 @@ def read_topic(
     settings: Settings, plan: TopicRange, model: str, features: list[str], batch_size: int
 ) -> Iterator[RowBatch]:
     """Batches of the records in ``plan`` that belong to ``model`` (served ones only)."""
-    pending = {p: se for p, se in plan.offsets.items() if se[1] > se[0]}
-    if not pending:
-        return
     decoder = EventDecoder(plan.base, max_bytes=1 << 24, registry_url=settings.schema_registry_url)
     served_only = plan.base != "features.valid"
-    consumer = kafka.consumer(settings, "modelstream-score")
-    consumer.assign([TopicPartition(plan.topic, p, start) for p, (start, _) in pending.items()])
+    low = -(1 << 62) if plan.from_ms is None else plan.from_ms
+    high = 1 << 62 if plan.to_ms is None else plan.to_ms
+    consumer = kafka.consumer(settings, "modelstream-score",
+                              **{"enable.partition.eof": True, "statistics.interval.ms": 0})
+    consumer.assign([TopicPartition(plan.topic, p, start)
+                     for p, (start, _) in plan.offsets.items()])
+    pending = set(plan.offsets)
     ordinal = 0
     last_progress = time.monotonic()
     try:
@@ -100,22 +104,23 @@ def read_topic(
             messages = consumer.consume(batch_size, 0.5)
             if not messages:
                 if time.monotonic() - last_progress > _IDLE_SECONDS:
-                    return  # the end offsets fell in a gap (e.g. transaction markers)
+                    raise ConfigError(f"{plan.topic}: no end of partition after"
+                                      f" {_IDLE_SECONDS:g} s; is the broker up?")
                 continue
             last_progress = time.monotonic()
-            batch = RowBatch([], {n: [] for n in features}, {n: [] for n in (*PASSTHROUGH,
-                             "partition", "offset")})
+            batch = RowBatch([], {}, {n: [] for n in (*PASSTHROUGH, "partition", "offset")})
             vectors: list[dict[str, Any]] = []
             for msg in messages:
-                if msg.error():
-                    continue
                 p, offset = int(msg.partition() or 0), int(msg.offset() or 0)
-                end = pending.get(p, (0, -1))[1]
-                if offset >= end:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(p)
                     continue
-                if offset >= end - 1:
-                    del pending[p]
                 batch.progress += 1
+                _, ts = msg.timestamp()
+                if not low <= ts < high:
+                    continue  # outside the time range: not an input row
                 record = _decode(decoder, msg.value(), ordinal, p, offset, batch)
                 if record is None:
                     ordinal += 1

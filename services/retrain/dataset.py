@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from ..batch.columns import ColumnEncoder
 from ..models.card import ModelCard
@@ -39,50 +39,54 @@ __all__ = [
 
 
 class LabeledReader:
-    """``predictions.labeled`` from ``since_ms`` (record time) on, for one model."""
+    """``predictions.labeled`` from ``since_ms`` (record time) on, for one model.
+
+    The end of a partition is known from the fetch (``enable.partition.eof``), not from
+    ``ListOffsets``: the embedded broker (tansu 0.6) answers ListOffsets with the base offset of
+    the last batch, and ``offsets_for_times`` with 0, so positions are found by timestamp on the
+    client (on Kafka the start offset is exact and the filter drops nothing).
+    """
 
     def __init__(self, settings: Settings, model: str, since_ms: int) -> None:
         self.model = model
+        self.since_ms = since_ms
         self.topic = settings.topics.predictions_labeled
         self._decoder = EventDecoder(topics.PREDICTIONS_LABELED, max_bytes=1 << 24,
                                      registry_url=settings.schema_registry_url)
         self._consumer = kafka.consumer(
             settings, f"modelstream-retrain-reader-{uuid.uuid4().hex[:8]}",
-            **{"enable.partition.eof": True},
+            **{"enable.partition.eof": True, "statistics.interval.ms": 0},
         )
         md = self._consumer.list_topics(self.topic, timeout=10)
         parts = sorted(md.topics[self.topic].partitions)
         found = self._consumer.offsets_for_times(
-            [TopicPartition(self.topic, p, since_ms) for p in parts], timeout=10
-        )
-        start = []
-        for tp in found:
-            offset = tp.offset
-            if offset < 0:  # nothing at or after since_ms yet: start at the end
-                _, offset = self._consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, tp.partition), timeout=10)
-            start.append(TopicPartition(self.topic, tp.partition, offset))
-        self._consumer.assign(start)
-        self._eof: set[int] = set()
-        self._parts = set(parts)
+            [TopicPartition(self.topic, p, since_ms) for p in parts], timeout=10)
+        # -1: nothing that recent; start at the end (OFFSET_END).
+        self._consumer.assign([TopicPartition(self.topic, tp.partition,
+                                              tp.offset if tp.offset >= 0 else -1)
+                               for tp in found])
+        self._at_end = dict.fromkeys(parts, False)
 
     def read_new(
         self, until_ms: int | None = None, max_seconds: float = 10.0
     ) -> list[dict[str, Any]]:
-        """Records of the model that arrived since the last call (up to the current end)."""
+        """Records of the model that arrived since the last call, up to the end of every
+        partition (records stamped at or after ``until_ms`` are left out)."""
         out: list[dict[str, Any]] = []
-        self._eof.clear()
         deadline = time.monotonic() + max_seconds
-        while self._eof != self._parts and time.monotonic() < deadline:
-            for msg in self._consumer.consume(5000, 0.2):
+        first = True
+        while first or (not all(self._at_end.values()) and time.monotonic() < deadline):
+            first = False
+            for msg in self._consumer.consume(5000, 0.1):
+                p = int(msg.partition() or 0)
                 err = msg.error()
                 if err is not None:
-                    if err.code() == -191:  # _PARTITION_EOF: caught up on that partition
-                        self._eof.add(int(msg.partition() or 0))
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        self._at_end[p] = True
                     continue
-                self._eof.discard(int(msg.partition() or 0))
+                self._at_end[p] = False
                 _, ts = msg.timestamp()
-                if until_ms is not None and ts >= until_ms:
+                if ts < self.since_ms or (until_ms is not None and ts >= until_ms):
                     continue
                 try:
                     record = self._decoder.decode(msg.value())

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from ..runtime import kafka, metrics, topics
 from ..runtime.errors import DecodeError, ModelstreamError
@@ -212,39 +212,36 @@ class JobLog:
 
 
 def replay_jobs(settings: Settings, timeout: float = 15.0) -> list[dict[str, Any]]:
-    """Every ``retrain.jobs`` record up to the current end, per partition in order."""
+    """Every ``retrain.jobs`` record up to the current end, per partition in order.
+
+    The end is the fetch's end of partition, not ListOffsets (see ``dataset.LabeledReader``).
+    """
     topic = settings.topics.retrain_jobs
     decoder = EventDecoder(topics.RETRAIN_JOBS, max_bytes=1 << 20,
                            registry_url=settings.schema_registry_url)
-    consumer = kafka.consumer(settings, f"modelstream-retrain-replay-{uuid.uuid4().hex[:8]}")
+    consumer = kafka.consumer(settings, f"modelstream-retrain-replay-{uuid.uuid4().hex[:8]}",
+                              **{"enable.partition.eof": True, "statistics.interval.ms": 0})
     try:
         md = consumer.list_topics(topic, timeout=timeout)
-        parts = md.topics[topic].partitions if topic in md.topics else {}
-        ends: dict[int, int] = {}
-        assign = []
-        for p in parts:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-            if high > low:
-                ends[p] = high
-                assign.append(TopicPartition(topic, p, low))
+        if topic not in md.topics or md.topics[topic].error is not None:
+            raise ModelstreamError(f"cannot read {topic}: it does not exist")
+        pending = set(md.topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
         records: list[dict[str, Any]] = []
-        if not assign:
-            return records
-        consumer.assign(assign)
         deadline = time.monotonic() + timeout
-        while ends and time.monotonic() < deadline:
+        while pending and time.monotonic() < deadline:
             for msg in consumer.consume(1000, 0.2):
-                if msg.error():
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(int(msg.partition() or 0))
                     continue
-                p, offset = int(msg.partition() or 0), int(msg.offset() or 0)
-                if offset >= ends.get(p, 0) - 1:
-                    ends.pop(p, None)
                 try:
                     records.append(decoder.decode(msg.value()))
                 except DecodeError:
-                    continue  # not ours to judge here; the journal is written by us alone
-        if ends:
-            raise ModelstreamError(f"retrain.jobs: replay did not reach the end in {timeout} s")
+                    continue  # not a job record: nothing to rebuild from it
+        if pending:
+            raise ModelstreamError(f"{topic}: replay did not reach the end in {timeout} s")
         return records
     finally:
         consumer.close()
