@@ -24,8 +24,9 @@ __all__ = ["DATA_PLANE", "STACK_SERVICES", "Stack", "read_state"]
 log = logging.getLogger(__name__)
 
 DATA_PLANE: tuple[str, ...] = ("ingest", "predict", "join", "monitor")
-# What `up` and `demo` supervise: the data plane and the dashboard over it.
-STACK_SERVICES: tuple[str, ...] = (*DATA_PLANE, "dashboard")
+# What `up` and `demo` supervise: the data plane, the retraining coordinator (the control
+# plane) and the dashboard over them.
+STACK_SERVICES: tuple[str, ...] = (*DATA_PLANE, "retrain", "dashboard")
 
 
 def state_path(settings: Settings) -> Path:
