@@ -129,6 +129,8 @@ def format_ratio(r: float, unit: str) -> str:
         return "n/a"
     if is_rate(unit) and r >= 2:
         return f"{r:.1f}×"
+    if not is_rate(unit) and 0 < r < 0.01:
+        return f"1/{1 / r:,.0f}"
     return f"{r:.0%}" if is_rate(unit) else f"{r:.2f}×"
 
 
