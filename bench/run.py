@@ -469,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         + 2 * plan.wants("join") + plan.wants("monitor") + 2 * plan.wants("e2e")
         + suite.jobs_per_round(plan)
     )
-    progress = Progress(per_round * plan.runs)
+    progress = Progress(per_round * plan.runs + suite.jobs_once(plan))
     print(f"modelstream bench: {plan.runs} runs, {plan.events:,} events per throughput run "
           f"({plan.join_events:,} outcomes for join, {plan.monitor_events:,} labeled for "
           f"monitor), latency at "

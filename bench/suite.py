@@ -359,3 +359,9 @@ def method(plan: Plan) -> list[str]:
         "Absolute figures move with whatever else the machine runs; the ratios are measured "
         "in the same run.",
     ]
+
+
+def jobs_once(plan: Plan) -> int:
+    """Progress lines of ``run_once``, at most: every load of both curves, and the memory run."""
+    loads = curve.QUICK_LOADS if plan.quick else curve.FULL_LOADS
+    return 2 * len(loads) * plan.wants("curve") + plan.wants("memory")
