@@ -1,0 +1,1 @@
+"""Chaos and soak runs of the whole pipeline: ``make chaos``, ``make soak``."""

@@ -1,0 +1,189 @@
+"""The chaos run: sustained load through the whole pipeline while replicas die.
+
+Two replicas each of ingest, predict and join (one monitor: its windows must see every
+partition), on one broker and a Valkey whose data survives restarts. During the load, at random
+moments, a random replica is killed with SIGKILL and started again a moment later; midway,
+Valkey is stopped, left down for a few seconds and started again. Afterwards, once the pipeline
+has drained, every topic is reconciled against what was sent (see :mod:`.reconcile`). The run
+fails on any discrepancy, and on any service that exits by itself.
+
+    python -m tests.chaos [--seconds 180] [--rate 300] [--kills 15] [--seed N]
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+
+from services.runtime import kafka
+from services.runtime.serde import EventDecoder
+from services.runtime.settings import Settings
+
+from .cluster import Cluster, Replica, RestartableValkey
+from .load import Load, Sent
+from .reconcile import Report, reconcile
+
+__all__ = ["ChaosResult", "run_chaos"]
+
+REPLICAS = {"ingest": 2, "predict": 2, "join": 2, "monitor": 1}
+CHAOS_ENV = {
+    "MODELSTREAM_MONITOR_EVAL_SECONDS": "1",
+    "MODELSTREAM_MONITOR_CHECKPOINT_SECONDS": "2",
+    "MODELSTREAM_BATCH_SIZE": "200",
+}
+
+
+@dataclass
+class ChaosResult:
+    sent: Sent
+    report: Report
+    kills: list[str] = field(default_factory=list)
+    valkey_restarts: int = 0
+    self_exits: list[str] = field(default_factory=list)
+    exit_codes: dict[str, int | None] = field(default_factory=dict)
+    drained_after: float | None = None
+
+    @property
+    def problems(self) -> list[str]:
+        bad_exits = [f"{n} exited with {c} on SIGTERM" for n, c in self.exit_codes.items()
+                     if c != 0]
+        drain = [] if self.drained_after is not None else ["the pipeline did not drain"]
+        return [*self.self_exits, *bad_exits, *drain, *self.report.problems]
+
+    def summary(self) -> str:
+        head = [
+            f"kills survived: {len(self.kills)} ({', '.join(self.kills)})",
+            f"valkey restarts: {self.valkey_restarts}",
+            f"events sent: {self.sent.features:,} features "
+            f"({len(self.sent.bad):,} malformed), {self.sent.outcome_records:,} outcomes",
+            "drained " + (f"{self.drained_after:.1f} s after the load ended"
+                          if self.drained_after is not None else "NEVER"),
+        ]
+        tail = ["", "RESULT: " + ("OK, everything reconciles" if not self.problems else
+                                  f"{len(self.problems)} discrepancies")]
+        tail += [f"  - {p}" for p in self.problems]
+        return "\n".join([*head, "", self.report.text(), *tail])
+
+
+def _monitor_counts(settings: Settings, consumer: Consumer, decoder: EventDecoder,
+                    latest: dict[tuple[str, str, str], dict]) -> None:
+    for m in consumer.consume(5000, 0.5):
+        if not m.error():
+            s = decoder.decode(m.value())
+            latest[(s["model"], s["model_version"], s["role"])] = s
+
+
+def wait_drained(settings: Settings, sent: Sent, timeout: float,
+                 on_tick: Callable[[], None] = lambda: None) -> float | None:
+    """Seconds until the monitor has counted every prediction and every joinable outcome."""
+    topic = settings.topics.name("monitor.metrics")
+    c = Consumer(settings.kafka_config(**{"group.id": "chaos-drain",
+                                          "enable.auto.commit": False}))
+    md = c.list_topics(topic, timeout=10)
+    c.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
+    decoder = EventDecoder("monitor.metrics", max_bytes=1 << 24)
+    latest: dict[tuple[str, str, str], dict] = {}
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < timeout:
+            on_tick()
+            _monitor_counts(settings, c, decoder, latest)
+            champion = [s for k, s in latest.items() if k[2] == "champion"]
+            predictions = sum(s["predictions"] for s in champion)
+            labeled = sum(s["labeled"] for s in champion)
+            if predictions >= len(sent.valid) and labeled >= len(sent.outcomes):
+                return time.monotonic() - started
+        return None
+    finally:
+        c.close()
+
+
+class Chaos:
+    """Kills and restarts replicas on a random schedule; restarts Valkey once, midway."""
+
+    def __init__(self, cluster: Cluster, valkey: RestartableValkey, *, seconds: float,
+                 kills: int, rng: random.Random, log: Callable[[str], None]) -> None:
+        self.cluster = cluster
+        self.valkey = valkey
+        self.rng = rng
+        self.log = log
+        margin = min(5.0, seconds / 10)
+        self.kill_at = sorted(rng.uniform(margin, seconds - margin) for _ in range(kills))
+        self.valkey_at: float | None = seconds * rng.uniform(0.4, 0.6)
+        self.restart_at: dict[str, tuple[float, Replica]] = {}
+        self.kills: list[str] = []
+        self.self_exits: list[str] = []
+        self.started = time.monotonic()
+
+    def tick(self) -> None:
+        now = time.monotonic() - self.started
+        for name, (at, replica) in list(self.restart_at.items()):
+            if now >= at:
+                replica.start()
+                del self.restart_at[name]
+        for r in self.cluster.replicas:
+            if r.name not in self.restart_at and not r.alive():
+                code = r.proc.returncode if r.proc else None
+                tail = self.cluster.log_tail(r, 800).strip().splitlines()[-3:]
+                self.self_exits.append(f"{r.name} exited by itself with {code}: "
+                                       + " | ".join(tail))
+                self.log(f"{now:6.1f}s  {r.name} EXITED BY ITSELF ({code}); restarting")
+                r.start()
+        if self.kill_at and now >= self.kill_at[0]:
+            self.kill_at.pop(0)
+            alive = [r for r in self.cluster.replicas if r.alive()]
+            victim = self.rng.choice(alive)
+            victim.kill9()
+            delay = self.rng.uniform(0.5, 3.0)
+            self.restart_at[victim.name] = (now + delay, victim)
+            self.kills.append(victim.name)
+            self.log(f"{now:6.1f}s  kill -9 {victim.name}; restart in {delay:.1f}s")
+        if self.valkey_at is not None and now >= self.valkey_at:
+            self.valkey_at = None
+            self.log(f"{now:6.1f}s  valkey stopped for 3 s")
+            self.valkey.restart(down_seconds=3.0)
+            self.log(f"{time.monotonic() - self.started:6.1f}s  valkey back")
+
+    def finish(self) -> None:
+        for _, replica in self.restart_at.values():
+            replica.start()
+        self.restart_at.clear()
+
+
+def run_chaos(
+    base: Settings, valkey: RestartableValkey, log_dir: Path, *, seconds: float, rate: float,
+    kills: int, seed: int = 1, drain_timeout: float = 180.0,
+    log: Callable[[str], None] = print,
+) -> ChaosResult:
+    """One chaos run on ``base``'s broker and topic prefix, with ``valkey`` (started)."""
+    settings = base.model_copy(update={"redis_url": valkey.url, "partitions": 4})
+    kafka.create_topics(settings)
+    rng = random.Random(seed)
+    cluster = Cluster(settings, log_dir, REPLICAS, CHAOS_ENV)
+    cluster.start()
+    load = Load(settings, rate=rate, total=int(rate * seconds), seed=seed)
+    log(f"{len(cluster.replicas)} replicas up; {len(load.events):,} events at {rate:g}/s, "
+        f"{kills} kills, a Valkey restart")
+    chaos = Chaos(cluster, valkey, seconds=seconds, kills=kills, rng=rng, log=log)
+    load.start()
+    try:
+        while not load.done():
+            chaos.tick()
+            time.sleep(0.1)
+        chaos.finish()
+        sent = load.stop()
+        log(f"load done: {sent.features:,} features, {sent.outcome_records:,} outcomes; "
+            "draining")
+        drained = wait_drained(settings, sent, drain_timeout, on_tick=chaos.tick)
+        cluster.settle()
+    finally:
+        codes = cluster.stop()
+    report = reconcile(settings, sent)
+    return ChaosResult(sent=sent, report=report, kills=chaos.kills,
+                       valkey_restarts=valkey.restarts, self_exits=chaos.self_exits,
+                       exit_codes=codes, drained_after=drained)
