@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from ..runtime import kafka, topics
 from ..runtime.errors import DecodeError
@@ -42,7 +42,11 @@ def publish_events(
         topic=settings.topics.model_events,
     )
     own = producer is None
-    producer = producer or kafka.producer(settings, **{"linger.ms": 0})
+    # Not idempotent: its set-up costs a broker round trip of ~0.5 s per CLI call, and the fold
+    # already ignores a repeated transition; one request in flight keeps the order on retries.
+    producer = producer or kafka.producer(settings, **{
+        "linger.ms": 0, "enable.idempotence": False, "max.in.flight.requests.per.connection": 1,
+    })
     failures: list[str] = []
 
     def delivered(err: KafkaError | None, _msg: object) -> None:
@@ -84,8 +88,7 @@ class RegistryFollower:
             "enable.partition.eof": True,
             "statistics.interval.ms": 0,
         }))
-        self._consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
-        self._at_end = False
+        self._assigned = False
 
     def close(self) -> None:
         self._consumer.close()
@@ -98,12 +101,7 @@ class RegistryFollower:
 
     def catch_up(self, timeout: float = 15.0) -> RegistryState:
         """Read every record up to the current end of the topic."""
-        try:
-            _, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self.topic, 0), timeout=timeout
-            )
-        except Exception as exc:  # KafkaException: unknown topic, broker down
-            raise RegistryError(f"cannot read {self.topic}: {exc}") from exc
+        _, high = self._watermarks(timeout)
         deadline = time.monotonic() + timeout
         while self.state.offset < high:
             if time.monotonic() > deadline:
@@ -111,18 +109,20 @@ class RegistryFollower:
                     f"{self.topic}: replay stopped at offset {self.state.offset} of {high}"
                     f" after {timeout:.0f} s"
                 )
-            self.poll(0.2)
+            self.poll(0.5, limit=min(high - self.state.offset, 500))
         return self.state
 
-    def poll(self, timeout: float = 0.0) -> list[ModelEvent]:
-        """New events since the last call (applied to :attr:`state`), waiting up to ``timeout``."""
+    def poll(self, timeout: float = 0.0, limit: int = 500) -> list[ModelEvent]:
+        """New events since the last call (applied to :attr:`state`), waiting up to ``timeout``
+        for ``limit`` of them."""
         applied: list[ModelEvent] = []
-        msgs = self._consumer.consume(500, timeout)
+        if not self._assigned:
+            self._watermarks(max(timeout, 5.0))
+        msgs = self._consumer.consume(limit, timeout)
         for msg in msgs:
             err = msg.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
-                    self._at_end = True
                     continue
                 if err.fatal():
                     raise RegistryError(f"{self.topic}: {err}")
@@ -139,6 +139,20 @@ class RegistryFollower:
                 log.info("model.events: %s not applied: %s", event.describe(), entry.note)
             applied.append(event)
         return applied
+
+
+    def _watermarks(self, timeout: float) -> tuple[int, int]:
+        try:
+            low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, 0), timeout=timeout
+            )
+        except Exception as exc:  # KafkaException: unknown topic, broker down
+            raise RegistryError(f"cannot read {self.topic}: {exc}") from exc
+        if not self._assigned:
+            # An explicit offset: OFFSET_BEGINNING costs librdkafka an extra ~0.5 s lookup.
+            self._consumer.assign([TopicPartition(self.topic, 0, max(low, 0))])
+            self._assigned = True
+        return int(low), int(high)
 
 
 def replay(settings: Settings, timeout: float = 15.0) -> RegistryState:
