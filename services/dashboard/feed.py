@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from ..registry import ModelEvent, RegistryState
-from ..runtime import topics
+from ..runtime import metrics, topics
 from ..runtime.errors import DecodeError, ModelstreamError
 from ..runtime.serde import EventDecoder
 from ..runtime.settings import Settings
@@ -49,7 +49,10 @@ class TopicHistory:
         elif base == topics.MONITOR_ALERTS:
             self._alert(record)
         elif base == topics.MODEL_EVENTS:
-            self.registry.apply(ModelEvent.from_record(record))
+            entry = self.registry.apply(ModelEvent.from_record(record))
+            if entry.applied:
+                e = entry.event
+                metrics.MODEL_LAST_TRANSITION.labels(e.model, e.transition).set(e.time / 1000)
 
     def _snapshot(self, s: dict[str, Any]) -> None:
         key = (s["model"], s["model_version"], s.get("role") or "")

@@ -144,7 +144,8 @@ class ScrapeHistory:
             for (name, labels), v in samples.items():
                 if name == "modelstream_prediction_latency_seconds_bucket":
                     le = float(dict(labels)["le"])
-                    latency[le] = latency.get(le, 0.0) + _increase(v, prev.get((name, labels)))
+                    # A series the target did not have last time started from zero since.
+                    latency[le] = latency.get(le, 0.0) + _increase(v, prev.get((name, labels), 0.0))
         self.up = up
         self.dead_letters = dead
         point: dict[str, Any] = {"t": int(ts * 1000), "services": {}}

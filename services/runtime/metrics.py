@@ -20,6 +20,7 @@ __all__ = [
     "BATCH_SECONDS",
     "CONCEPT_DRIFTS",
     "DASHBOARD_SCRAPES",
+    "MODEL_LAST_TRANSITION",
     "DRIFT_THRESHOLD",
     "FEATURE_DRIFT",
     "MODEL_QUALITY",
@@ -209,6 +210,14 @@ DASHBOARD_SCRAPES = Counter(
     "modelstream_dashboard_scrapes_total",
     "Scrapes of a service's /metrics by the dashboard: ok, or down (no answer)",
     ["target_service", "result"],
+)
+
+
+MODEL_LAST_TRANSITION = Gauge(
+    "modelstream_model_last_transition_timestamp_seconds",
+    "When a model last had each transition (champion, rolled_back, ...), from model.events as "
+    "the dashboard folds it; a gauge of times, so a replay on restart raises no false alarm",
+    ["model", "transition"],
 )
 
 
