@@ -43,6 +43,7 @@ from .stored import LABELED_FIELDS, Outcome, labeled, store_outcome, store_predi
 __all__ = ["OutcomeJoiner", "build", "validate_outcome"]
 
 SERVICE = "join"
+CHUNK = 250  # records per script call: a batch of 1000 is four, applied back to back
 _PRED_RESULTS = {WAITING: "stored", LABELED: "labeled", IGNORED: "repeat_ignored",
                  REPLAYED: "replayed"}
 _OUT_RESULTS = {FIRST: "first", DUPLICATE: "duplicate_ignored", CORRECTION: "correction",
@@ -78,7 +79,7 @@ def validate_outcome(raw: dict[str, Any], fallback_time_ms: int) -> dict[str, An
 
 
 class _Tally:
-    """What one batch counts, added to the metrics once per batch."""
+    """What a batch counts, added to the metrics once per batch."""
 
     __slots__ = ("delays", "labeled", "outcomes", "predictions")
 
@@ -88,9 +89,33 @@ class _Tally:
         self.labeled: dict[tuple[str, str, str], int] = {}
         self.delays: dict[str, list[int]] = {}  # label delays (ms) by model
 
+    def add(self, other: _Tally) -> None:
+        for i, n in enumerate(other.predictions):
+            self.predictions[i] += n
+        for i, n in enumerate(other.outcomes):
+            self.outcomes[i] += n
+        for key, n in other.labeled.items():
+            self.labeled[key] = self.labeled.get(key, 0) + n
+        for model, delays in other.delays.items():
+            self.delays.setdefault(model, []).extend(delays)
+
+
+class _Chunk(JoinBatch):
+    """Part of a consumed batch: its records for the script, and what the handler makes of
+    them — per record in the call, the prediction ((dict, stored JSON)) or the outcome."""
+
+    __slots__ = ("held", "outputs", "tally")
+
+    def __init__(self, state: JoinState, now_ms: int) -> None:
+        super().__init__(state, now_ms)
+        self.held: list[Any] = []
+        self.outputs: list[Output] = []  # the labeled records
+        self.tally = _Tally()
+
 
 class OutcomeJoiner:
-    """The batch handler: the whole batch is one atomic script call, in one round trip."""
+    """The batch handler: a batch is a few script calls in one round trip, Redis applying one
+    chunk of records while the handler decodes the next and labels the one before."""
 
     def __init__(self, settings: Settings, state: JoinState) -> None:
         self.state = state
@@ -117,19 +142,21 @@ class OutcomeJoiner:
 
     def __call__(self, batch: list[Message]) -> list[Output]:
         now_ms = int(time.time() * 1000)
-        outputs: list[Output] = []
-        records = self.state.batch(now_ms)
-        held = self._intake(batch, records, outputs, now_ms)
+        outputs: list[Output] = []  # dead letters first, then the labeled records
+        chunks = (self._intake(batch[i:i + CHUNK], outputs, now_ms)
+                  for i in range(0, len(batch), CHUNK))
         tally = _Tally()
-        self._label(held, self.state.apply(records), outputs, tally, now_ms)
+        for chunk in self.state.apply(chunks, self._label):
+            assert isinstance(chunk, _Chunk)
+            outputs += chunk.outputs
+            tally.add(chunk.tally)
         self._count(tally)
         return outputs
 
-    def _intake(self, batch: list[Message], records: JoinBatch, outputs: list[Output],
-                now_ms: int) -> list[Any]:
-        """Decode and check each record once; what passes joins the script call. Returns, per
-        record in the call, the prediction ((dict, stored JSON)) or the :class:`Outcome`."""
-        held: list[Any] = []
+    def _intake(self, batch: list[Message], dead: list[Output], now_ms: int) -> _Chunk:
+        """Decode and check each record once; what passes joins the chunk's script call."""
+        chunk = _Chunk(self.state, now_ms)
+        held = chunk.held
         predictions_topic = self.predictions_topic
         decode_prediction = self.prediction_decoder.decode
         decode_outcome = self.outcome_decoder.decode
@@ -141,7 +168,7 @@ class OutcomeJoiner:
                     pred = decode_prediction(payload)
                     check_prediction(pred)  # stored in Redis only if its outcome can label it
                     stored = store_prediction(pred, payload)
-                    records.prediction(
+                    chunk.prediction(
                         pred["event_id"], pred["prediction_id"], stored,
                         windows.get(pred["model"], window),
                         b"p%d:%d" % (msg.partition() or 0, msg.offset() or 0))
@@ -156,18 +183,21 @@ class OutcomeJoiner:
                     valid = validate_outcome(raw, fallback)
                     outcome = Outcome(valid["outcome_time"], valid["label"], valid["value"])
                     source = b"o%d:%d" % (msg.partition() or 0, msg.offset() or 0)
-                    records.outcome(valid["event_id"], store_outcome(outcome, source), window)
+                    chunk.outcome(valid["event_id"], store_outcome(outcome, source), window)
                     held.append(outcome)
             except DecodeError as exc:
-                outputs.append(self.dead_letters.output(msg, exc.reason, exc.detail, now_ms))
-        return held
+                dead.append(self.dead_letters.output(msg, exc.reason, exc.detail, now_ms))
+        return chunk
 
-    def _label(self, held: list[Any], replies: list[Reply], outputs: list[Output],
-               tally: _Tally, now_ms: int) -> None:
-        """The labeled records the replies call for, in record order."""
-        out_topic, append, emit = self.out_topic, outputs.append, self._labeled
-        loads = orjson.loads
-        for item, (status, got) in zip(held, replies, strict=True):
+    def _label(self, batch: JoinBatch, replies: list[Reply]) -> None:
+        """The chunk's labeled records and counts, from its replies (replacing any earlier)."""
+        assert isinstance(batch, _Chunk)
+        outputs: list[Output] = []
+        tally = _Tally()
+        batch.outputs, batch.tally = outputs, tally
+        out_topic, append, emit, loads = self.out_topic, outputs.append, self._labeled, orjson.loads
+        now_ms = batch.now_ms
+        for item, (status, got) in zip(batch.held, replies, strict=True):
             if type(item) is tuple:  # a prediction, labeled now by the stored outcome
                 tally.predictions[status] += 1
                 if got is not None:

@@ -41,14 +41,22 @@ event ids, so the state needs one Redis (a primary, with replicas or Sentinel), 
 
 from __future__ import annotations
 
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import hiredis
 import redis
 
 from ..runtime.redis_batch import retrying
 
-__all__ = ["JoinBatch", "JoinState", "SweepResult"]
+__all__ = ["JoinBatch", "JoinState", "Reply", "SweepResult"]
+
+log = logging.getLogger(__name__)
 
 # Status codes of a record, the first element of its reply.
 WAITING, LABELED, IGNORED, REPLAYED = 0, 1, 2, 3  # predictions
@@ -58,8 +66,10 @@ BUCKET_MS = 1000
 
 # ARGV: the key names (event base, bucket base, buckets, pending counter), the number of
 # window classes W, then W triples (event TTL, bucket second, bucket TTL), then the records:
-# a prediction is +w (its window class), event id, prediction id, stored prediction, source;
-# an outcome is -w, event id, stored outcome (which holds its time and source).
+# a prediction is +w (its window class), event id, the event's state were it the first record
+# (packed: no outcome, its id, the stored prediction, no mark), source; an outcome is -w,
+# event id, the event's state were it the first (packed: the stored outcome, which holds its
+# time and source). The first record of an event is one command.
 # Reply, flat: per prediction its status, then the stored outcome if it labels now (LABELED,
 # REPLAYED); per outcome its status, n, then the n stored predictions it labels (or labeled,
 # when the record is a replay).
@@ -75,18 +85,17 @@ local fresh, fresh_w = {}, {}
 local out, n = {}, 0
 local i, last = 3 * nw + 6, #ARGV
 while i <= last do
-  local w, ev = tonumber(ARGV[i]), ARGV[i + 1]
+  local w, ev, first = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
   local k = ebase .. ev
-  local cur = redis.call('GET', k)
-  local created = false
+  local cur = redis.call('SET', k, first, 'NX', 'GET', 'PX', ttl[math.abs(w)])
+  local created = not cur
   if w > 0 then
-    local pid, body, src = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-    i = i + 5
-    if not cur then
-      redis.call('SET', k, pack('', pid, body, ''), 'PX', ttl[w])
-      created = true
+    local src = ARGV[i + 3]
+    i = i + 4
+    if created then
       out[n + 1], n = 0, n + 1
     else
+      local _, pid, body = unpack_all(first)
       local s = {unpack_all(cur)}
       local at
       for j = 2, #s, 3 do
@@ -116,13 +125,11 @@ while i <= last do
     end
   else
     w = -w
-    local value = ARGV[i + 2]
     i = i + 3
-    if not cur then
-      redis.call('SET', k, pack(value), 'PX', ttl[w])
-      created = true
+    if created then
       out[n + 1], out[n + 2], n = 1, 0, n + 2
     else
+      local value = unpack_all(first)
       local s = {unpack_all(cur)}
       local b1 = find(value, '|', 1, true)
       local b2 = find(value, '|', b1 + 1, true)
@@ -231,6 +238,21 @@ return {events, expired, unmatched, left}
 """
 
 
+_EMPTY = b"\xa0"  # MessagePack's empty string
+
+
+def _packed(data: bytes) -> bytes:
+    """``data`` as a MessagePack string, byte for byte what the script's cmsgpack.pack makes."""
+    n = len(data)
+    if n < 32:
+        return b"%c%s" % (0xA0 | n, data)
+    if n < 0x100:
+        return b"\xd9%c%s" % (n, data)
+    if n < 0x10000:
+        return b"\xda%s%s" % (n.to_bytes(2, "big"), data)
+    return b"\xdb%s%s" % (n.to_bytes(4, "big"), data)
+
+
 @dataclass(slots=True)
 class SweepResult:
     events: int
@@ -240,7 +262,8 @@ class SweepResult:
 
 
 class JoinBatch:
-    """The records of one consumed batch, in order: the arguments of one script call."""
+    """Records in order: the arguments of one script call. Subclasses may add what the caller
+    needs to label them (the decoded records, the outputs)."""
 
     __slots__ = ("_records", "_state", "_windows", "kinds", "now_ms")
 
@@ -259,12 +282,13 @@ class JoinBatch:
 
     def prediction(self, event_id: str, prediction_id: str, stored: bytes, window_ms: int,
                    source: bytes) -> None:
-        self._records += (self._window(window_ms), event_id, prediction_id, stored, source)
+        first = b"%s%s%s%s" % (_EMPTY, _packed(prediction_id.encode()), _packed(stored), _EMPTY)
+        self._records += (self._window(window_ms), event_id, first, source)
         self.kinds.append(True)
 
     def outcome(self, event_id: str, stored: bytes, window_ms: int) -> None:
         """``stored`` is :func:`.stored.store_outcome`'s: it holds the time and the source."""
-        self._records += (-self._window(window_ms), event_id, stored)
+        self._records += (-self._window(window_ms), event_id, _packed(stored))
         self.kinds.append(False)
 
     def __len__(self) -> int:
@@ -283,6 +307,7 @@ class JoinBatch:
 
 
 Reply = tuple[int, Any]  # (status, the stored outcome | the stored predictions | None)
+Label = Callable[[JoinBatch, list[Reply]], None]
 
 
 class JoinState:
@@ -300,36 +325,95 @@ class JoinState:
     def batch(self, now_ms: int) -> JoinBatch:
         return JoinBatch(self, now_ms)
 
-    def apply(self, batch: JoinBatch) -> list[Reply]:
-        """Apply the batch's records in order, atomically, in one round trip.
+    def apply(self, batches: Iterable[JoinBatch], label: Label) -> list[JoinBatch]:
+        """Apply the batches in order, each atomically, and call ``label`` with the replies of
+        each; returns the batches.
 
-        One reply per record: a prediction's is ``(status, stored outcome or None)``, an
-        outcome's ``(status, [stored predictions it labels])``.
+        The batches go back to back on one connection: Redis applies one while the caller
+        makes the next (``batches`` may be a generator doing that work) and labels the one
+        before. One reply per record: a prediction's is ``(status, stored outcome or None)``,
+        an outcome's ``(status, [stored predictions it labels])``.
+
+        When Redis fails midway, every batch is applied again, from the first: a record
+        applied twice is a replay, whose reply labels what the first application labeled.
+        ``label`` is then called again for each batch and must replace what it made of the
+        earlier replies.
         """
-        if not batch:
-            return []
-        args = batch.args()
-        flat = retrying(lambda: self._batch(keys=[], args=args))
-        replies: list[Reply] = []
-        append = replies.append
-        i = 0
-        for is_prediction in batch.kinds:
-            status = flat[i]
-            if is_prediction:
-                if status in (LABELED, REPLAYED):
-                    append((status, flat[i + 1]))
-                    i += 2
+        done: list[JoinBatch] = []
+        source = iter(batches)
+        delay = 0.1
+        while True:
+            try:
+                self._apply(done, source, label)
+                return done
+            except redis.exceptions.NoScriptError:
+                retrying(lambda: self.client.script_load(BATCH_SCRIPT))
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("redis unavailable (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _apply(self, done: list[JoinBatch], source: Iterator[JoinBatch], label: Label) -> None:
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        sha = self._batch.sha
+        waiting: deque[JoinBatch] = deque()
+        clean = False
+
+        def send(batch: JoinBatch) -> None:
+            packed = hiredis.pack_command(("EVALSHA", sha, 0, *batch.args()))
+            # A health check reads a reply of its own: only with none outstanding.
+            conn.send_packed_command([packed], check_health=not waiting)
+            waiting.append(batch)
+
+        def receive() -> None:
+            batch = waiting.popleft()
+            label(batch, _replies(batch, conn.read_response()))
+
+        try:
+            for batch in itertools.chain(list(done), _extend(done, source)):
+                if batch:
+                    send(batch)
                 else:
-                    append((status, None))
-                    i += 1
-            else:
-                n = flat[i + 1]
-                append((status, flat[i + 2:i + 2 + n]))
-                i += 2 + n
-        return replies
+                    label(batch, [])
+                if len(waiting) > 1:
+                    receive()
+            while waiting:
+                receive()
+            clean = True
+        finally:
+            if not clean:  # replies may still be on their way: this connection is spent
+                conn.disconnect()
+            pool.release(conn)
 
     def sweep(self, now_ms: int, limit: int = 1000) -> SweepResult:
         r = retrying(lambda: self._sweep(
             keys=[], args=[self.event_base, self.bucket_base, self.buckets, self.pending,
                            now_ms, limit]))
         return SweepResult(*(int(x) for x in r))
+
+
+def _extend(done: list[JoinBatch], source: Iterator[JoinBatch]) -> Iterator[JoinBatch]:
+    for batch in source:
+        done.append(batch)
+        yield batch
+
+
+def _replies(batch: JoinBatch, flat: list[Any]) -> list[Reply]:
+    replies: list[Reply] = []
+    append = replies.append
+    i = 0
+    for is_prediction in batch.kinds:
+        status = flat[i]
+        if is_prediction:
+            if status in (LABELED, REPLAYED):
+                append((status, flat[i + 1]))
+                i += 2
+            else:
+                append((status, None))
+                i += 1
+        else:
+            n = flat[i + 1]
+            append((status, flat[i + 2:i + 2 + n]))
+            i += 2 + n
+    return replies
