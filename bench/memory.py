@@ -23,6 +23,7 @@ from services.runtime import topics
 from services.runtime.settings import Settings
 
 from .chains import Child, Events, ProcessChain, service_process
+from .latency import STARTUP_TIMEOUT
 from .stack import BenchStack
 
 __all__ = ["MAX_GROWTH", "MemoryRun", "measure_memory", "memory_table"]
@@ -73,56 +74,74 @@ def _services(s: Settings, logs: Path) -> list[Child]:
 
 
 def measure_memory(
-    stack: BenchStack, events: Events, truth: Sequence[str], warmup: Events, *, rate: float,
-    seconds: float, steady_after: float, on_sample: Callable[[float, dict[str, int]], None]
-    | None = None,
+    stack: BenchStack, events: Events, truth: Sequence[str], *, rate: float, seconds: float,
+    steady_after: float, on_sample: Callable[[float, dict[str, int]], None] | None = None,
 ) -> MemoryRun:
     run = MemoryRun(seconds, rate, steady_after)
     with ProcessChain(stack, "mem", _services, lambda s: s.topics.features,
                       lambda s: s.topics.name(topics.PREDICTIONS_LABELED)) as c:
-        c.warm(warmup, rate, 1.0)
         assert c.arrivals is not None
+        # Warm-up: events and outcomes until a labeled record comes out (ids "w-…").
+        _drive(c, events, truth, rate, STARTUP_TIMEOUT, "w-", until=c.arrivals.warm.is_set)
+        if not c.arrivals.warm.is_set():
+            raise RuntimeError(f"nothing labeled within {STARTUP_TIMEOUT:.0f} s; {c.tails()}")
         before = len(c.arrivals.arrived)
-        outcomes_topic = c.settings.topics.outcomes
-        producer = c.offer.producer
-        pending: deque[tuple[float, str, str]] = deque()
-        started = time.perf_counter()
         next_sample = 0.0
-        sent = 0
-        while True:
-            elapsed = time.perf_counter() - started
-            if elapsed >= seconds:
-                break
-            due = int(elapsed * rate) + 1
-            while sent < due:
-                key, event = events[sent % len(events)]
-                event_id = f"r-{sent}"
-                c.offer.send(key, dict(event), event_id)
-                pending.append((elapsed + OUTCOME_DELAY, event_id, truth[sent % len(truth)]))
-                sent += 1
-            now_ms = int(time.time() * 1000)
-            while pending and pending[0][0] <= elapsed:
-                _, event_id, label = pending.popleft()
-                producer.produce(outcomes_topic, orjson.dumps(
-                    {"event_id": event_id, "label": label, "outcome_time": now_ms}),
-                    event_id.encode())
-            producer.poll(0)
-            if elapsed >= next_sample:
-                if not c.alive():
-                    raise RuntimeError(f"a service exited during the memory run; {c.tails()}")
-                rss = c.rss()
-                run.samples.append((elapsed, rss))
-                if on_sample is not None:
-                    on_sample(elapsed, rss)
-                next_sample += SAMPLE_SECONDS
-            c.offer.sent_at.clear()  # only the count of arrivals matters here
-            time.sleep(0.002)
-        producer.flush(30)
-        run.samples.append((time.perf_counter() - started, c.rss()))
+
+        def sample(elapsed: float) -> None:
+            nonlocal next_sample
+            if elapsed < next_sample:
+                return
+            if not c.alive():
+                raise RuntimeError(f"a service exited during the memory run; {c.tails()}")
+            rss = c.rss()
+            run.samples.append((elapsed, rss))
+            if on_sample is not None:
+                on_sample(elapsed, rss)
+            next_sample += SAMPLE_SECONDS
+
+        run.sent = _drive(c, events, truth, rate, seconds, "r-", on_tick=sample)
+        run.samples.append((seconds, c.rss()))
         time.sleep(OUTCOME_DELAY + 2.0)  # the last outcomes' labeled records
-        run.sent = sent
         run.labeled = len(c.arrivals.arrived) - before
     return run
+
+
+def _drive(
+    c: ProcessChain, events: Events, truth: Sequence[str], rate: float, seconds: float,
+    prefix: str, *, until: Callable[[], bool] | None = None,
+    on_tick: Callable[[float], None] | None = None,
+) -> int:
+    """Offer features at ``rate`` and each one's outcome OUTCOME_DELAY later; returns the count."""
+    outcomes_topic = c.settings.topics.outcomes
+    producer = c.offer.producer
+    pending: deque[tuple[float, str, str]] = deque()
+    started = time.perf_counter()
+    sent = 0
+    while True:
+        elapsed = time.perf_counter() - started
+        if elapsed >= seconds or (until is not None and until()):
+            break
+        due = int(elapsed * rate) + 1
+        while sent < due:
+            key, event = events[sent % len(events)]
+            event_id = f"{prefix}{sent}"
+            c.offer.send(key, dict(event), event_id)
+            pending.append((elapsed + OUTCOME_DELAY, event_id, truth[sent % len(truth)]))
+            sent += 1
+        now_ms = int(time.time() * 1000)
+        while pending and pending[0][0] <= elapsed:
+            _, event_id, label = pending.popleft()
+            producer.produce(outcomes_topic, orjson.dumps(
+                {"event_id": event_id, "label": label, "outcome_time": now_ms}),
+                event_id.encode())
+        producer.poll(0)
+        c.offer.sent_at.clear()  # only the count of arrivals matters here
+        if on_tick is not None:
+            on_tick(elapsed)
+        time.sleep(0.002)
+    producer.flush(30)
+    return sent
 
 
 def memory_table(run: MemoryRun) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
 from .faust_agent import model_session
@@ -39,6 +39,9 @@ def create_app(artifacts: Path, model: str) -> FastAPI:
 
     @app.post("/predict")
     def predict(req: PredictRequest) -> dict[str, Any]:
+        missing = [n for n in names if n not in req.features]
+        if missing:
+            raise HTTPException(422, f"missing features: {', '.join(missing)}")
         x = np.array([[req.features[n] for n in names]], dtype=np.float32)
         label, proba = session.run(None, {"features": x})
         return {"model": model, "model_version": version, "label": str(label[0]),

@@ -280,7 +280,7 @@ def run_once(stack: BenchStack, plan: Plan, data: Data, figs: dict[str, Figure],
                 print(f"  memory at {t:4.0f} s: {mib} MiB", file=sys.stderr, flush=True)
 
         try:
-            run = memory.measure_memory(stack, full, data.truth, warm_raw, rate=MEMORY_RATE,
+            run = memory.measure_memory(stack, full, data.truth, rate=MEMORY_RATE,
                                         seconds=seconds, steady_after=steady, on_sample=sample)
             growth = run.growth()
             for name, g in growth.items():
