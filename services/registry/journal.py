@@ -89,6 +89,7 @@ class RegistryFollower:
             "statistics.interval.ms": 0,
         }))
         self._assigned = False
+        self._at_end = False
 
     def close(self) -> None:
         self._consumer.close()
@@ -103,31 +104,40 @@ class RegistryFollower:
         """Read every record up to the current end of the topic."""
         _, high = self._watermarks(timeout)
         deadline = time.monotonic() + timeout
-        while self.state.offset < high:
+        # Done at the fetch's end of partition, and not before the high watermark: some brokers
+        # (the embedded tansu) answer ListOffsets with the last batch's base offset, so the
+        # watermark alone can stop a replay inside the last batch.
+        self._at_end = False
+        while not (self._at_end and self.state.offset >= high):
             if time.monotonic() > deadline:
                 raise RegistryError(
                     f"{self.topic}: replay stopped at offset {self.state.offset} of {high}"
                     f" after {timeout:.0f} s"
                 )
-            self.poll(0.5, limit=min(high - self.state.offset, 500))
+            self.poll(0.5)
         return self.state
 
     def poll(self, timeout: float = 0.0, limit: int = 500) -> list[ModelEvent]:
-        """New events since the last call (applied to :attr:`state`), waiting up to ``timeout``
-        for ``limit`` of them."""
+        """New events since the last call (applied to :attr:`state`): what is already fetched, up
+        to ``limit``, or else the first to arrive within ``timeout``."""
         applied: list[ModelEvent] = []
         if not self._assigned:
             self._watermarks(max(timeout, 5.0))
-        msgs = self._consumer.consume(limit, timeout)
+        msgs = self._consumer.consume(limit, 0)
+        if not msgs and timeout > 0:
+            first = self._consumer.poll(timeout)  # returns as soon as anything arrives
+            msgs = [first] if first is not None else []
         for msg in msgs:
             err = msg.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
+                    self._at_end = True
                     continue
                 if err.fatal():
                     raise RegistryError(f"{self.topic}: {err}")
                 log.warning("%s: %s", self.topic, err)
                 continue
+            self._at_end = False
             self.state.offset = (msg.offset() or 0) + 1
             try:
                 event = ModelEvent.from_record(self._decoder.decode(msg.value()))
