@@ -19,7 +19,8 @@ from services.runtime.settings import Settings
 
 __all__ = ["Load", "Sent"]
 
-MALFORMED_OUTCOMES = {"wrong_type": {"label": {"x": 1}}, "missing_outcome": {"label": None}}
+MALFORMED_OUTCOMES: dict[str, dict[str, object]] = {
+    "wrong_type": {"label": {"x": 1}}, "missing_outcome": {"label": None}}
 
 
 @dataclass
@@ -33,6 +34,15 @@ class Sent:
     malformed_outcomes: dict[str, str] = field(default_factory=dict)  # event id → reason
     ghost_outcomes: set[str] = field(default_factory=set)  # outcomes of no event
     failed_deliveries: int = 0
+
+    def merge(self, other: Sent) -> Sent:
+        """Both runs' records together (they share the topics)."""
+        return Sent(
+            features=self.features + other.features, bad={**self.bad, **other.bad},
+            valid=self.valid | other.valid, outcomes={**self.outcomes, **other.outcomes},
+            malformed_outcomes={**self.malformed_outcomes, **other.malformed_outcomes},
+            ghost_outcomes=self.ghost_outcomes | other.ghost_outcomes,
+            failed_deliveries=self.failed_deliveries + other.failed_deliveries)
 
     @property
     def outcome_records(self) -> int:

@@ -168,9 +168,10 @@ def reconcile(settings: Settings, sent: Sent) -> Report:
                       outcomes_rejected=len(join_dlq))
     rep.check(len(topics["outcomes"]) == sent.outcome_records,
               f"outcomes: {len(topics['outcomes']):,} on the topic, {sent.outcome_records:,} sent")
+    labeled_ids = set(labeled)
     unjoined = [e for e in sent.outcomes
-                if e in event_preds and not event_preds[e] <= set(labeled)]
-    joined = sum(1 for e in sent.outcomes if e in event_preds and event_preds[e] <= set(labeled))
+                if e in event_preds and not event_preds[e] <= labeled_ids]
+    joined = sum(1 for e in sent.outcomes if e in event_preds and event_preds[e] <= labeled_ids)
     unmatched = sum(1 for e in [*sent.outcomes, *sent.ghost_outcomes] if e not in event_preds)
     rep.check(not unjoined and joined + unmatched + len(join_dlq) == sent.outcome_records,
               f"outcomes {sent.outcome_records:,} = joined {joined:,} + rejected "

@@ -80,7 +80,8 @@ def _monitor_counts(settings: Settings, consumer: Consumer, decoder: EventDecode
 
 def wait_drained(settings: Settings, sent: Sent, timeout: float,
                  on_tick: Callable[[], None] = lambda: None) -> float | None:
-    """Seconds until the monitor has counted every prediction and every joinable outcome."""
+    """Seconds until the monitor has counted every prediction and every joinable outcome
+    (``sent``: everything sent to these topics)."""
     topic = settings.topics.name("monitor.metrics")
     c = Consumer(settings.kafka_config(**{"group.id": "chaos-drain",
                                           "enable.auto.commit": False}))
