@@ -8,7 +8,7 @@ is the median of ``--runs`` runs; each run has topics of its own. Runs are inter
 round of every measurement, then the next round) so that a slow spell of the machine hits all
 figures alike.
 
-    python -m bench.run [--quick] [--runs N] [--json] [--only predict,ingest,e2e,join,monitor]
+    python -m bench.run [--quick] [--runs N] [--json] [--only predict,ingest,e2e,join,...]
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from services.predict.service import build as build_predict
 from . import labels, latency, suite, throughput
 from .join import measure_join
 from .monitor import measure_monitor, warm_up
+from .poison import POISON_VALID, poison_stream
 from .report import Bar, Figure, format_value, markdown_report, results_json, table
 from .stack import BenchStack
 
@@ -67,7 +68,12 @@ PREDICT_BARS = (Bar("min_ratio", 0.40), Bar("min_value", 30_000))
 INGEST_BARS = (Bar("min_ratio", 0.25),)
 JOIN_BARS = (Bar("min_value", 50_000),)
 MONITOR_BARS = (Bar("min_value", 50_000),)
-GROUPS = ("predict", "ingest", "e2e", "join", "monitor")
+GROUPS = ("predict", "ingest", "e2e", "join", "monitor", "poison")
+# poison: a stream of this many records, 10% of them malformed, against its valid part alone.
+POISON_EVENTS = 100_000
+QUICK_POISON_EVENTS = 25_000
+POISON_RATE = 0.10
+POISON_BARS = (Bar("min_ratio", 0.80),)
 GROUPS += suite.GROUPS
 
 
@@ -87,6 +93,12 @@ def _figures() -> dict[str, Figure]:
         Figure("join_memory", "join, Redis per pending prediction", "B"),
         Figure("monitor", "monitor, all metrics + drift (both streams)", "ev/s",
                baseline="raw", bars=MONITOR_BARS),
+        Figure("ingest_clean", "ingest, the valid part alone", "ev/s"),
+        Figure("ingest_poison", "ingest, valid part of a 10%-poisoned stream", "ev/s",
+               baseline="ingest_clean", bars=POISON_BARS),
+        Figure("predict_clean", "predict, the valid part alone", "ev/s"),
+        Figure("predict_poison", "predict, valid part of a 10%-poisoned stream", "ev/s",
+               baseline="predict_clean", bars=POISON_BARS),
         Figure("e2e_raw_p50", "e2e p50, 2 raw passthrough hops", "ms"),
         Figure("e2e_p50", "e2e p50, ingest → predict", "ms", baseline="e2e_raw_p50",
                bars=(Bar("max_value", 10.0),)),
@@ -114,7 +126,12 @@ class Plan:
         return not self.only or group in self.only
 
     def wants_throughput(self) -> bool:
-        return any(self.wants(g) for g in ("predict", "ingest", "join", "monitor"))
+        return any(self.wants(g) for g in ("predict", "ingest", "join", "monitor", "poison"))
+
+    def poison_good(self) -> int:
+        """The valid part of the poisoned stream (its malformed records come on top)."""
+        total = QUICK_POISON_EVENTS if self.quick else POISON_EVENTS
+        return round(total * (1 - POISON_RATE)) * self.wants("poison")
 
     def labeled_events(self) -> int:
         """Predictions (with outcomes and labeled records) join and monitor need."""
@@ -153,7 +170,7 @@ def _generate(plan: Plan) -> Data:
     ctx = multiprocessing.get_context("spawn")  # no fork of a process with Kafka threads
     with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as pool:
         full = pool.submit(labels.feature_events_with_truth,
-                           max(plan.events, plan.labeled_events()))
+                           max(plan.events, plan.labeled_events(), plan.poison_good()))
         partial = pool.submit(
             throughput.feature_events, max(plan.events, e2e_events), partial=True
         ) if plan.wants("ingest") or plan.wants("e2e") else None
@@ -212,6 +229,45 @@ def _labeled_jobs(stack: BenchStack, plan: Plan, data: Data) -> list[Job]:
     return jobs
 
 
+_POISONED: dict[int, tuple[throughput.Records, ...]] = {}
+
+
+def _poison_jobs(stack: BenchStack, plan: Plan, data: Data) -> list[Job]:
+    """ingest and predict over a stream with 10% malformed records, and over its valid part
+    alone: events/s of the valid part in both (the same valid records, the same work)."""
+    n = plan.poison_good()
+    if n not in _POISONED:  # made once, used by every round
+        good = data.scoring[:n]
+        valid = throughput.as_valid(good)
+        _POISONED[n] = (good, poison_stream(good, POISON_RATE)[0], valid,
+                        poison_stream(valid, POISON_RATE, kinds=POISON_VALID)[0])
+    good, stream, valid, valid_stream = _POISONED[n]
+
+    def valid_part(key: str, name: str, build: Any, topic: Any,
+                   records: throughput.Records) -> Job:
+        def run() -> tuple[dict[str, float], str]:
+            t = throughput.measure_service(stack, name, build, topic, records)
+            outs = ", ".join(f"{k:,} to {topic}" for topic, k in t.outputs.items())
+            note = (f"{t.consumed:,} in {t.seconds:.2f} s, {n:,} of them valid ({outs}; "
+                    f"{t.split()})")
+            return {key: n / t.seconds if t.consumed else math.nan}, note
+
+        return Job((key,), run)
+
+    def features_topic(s: Any) -> str:
+        return str(s.topics.features)
+
+    def valid_topic(s: Any) -> str:
+        return str(s.topics.features_valid)
+
+    return [
+        valid_part("ingest_clean", "pic", build_ingest, features_topic, good),
+        valid_part("ingest_poison", "pip", build_ingest, features_topic, stream),
+        valid_part("predict_clean", "ppc", build_predict, valid_topic, valid),
+        valid_part("predict_poison", "ppp", build_predict, valid_topic, valid_stream),
+    ]
+
+
 def _throughput_round(
     stack: BenchStack, plan: Plan, data: Data, figs: dict[str, Figure], round_no: int,
     progress: Progress,
@@ -236,6 +292,8 @@ def _throughput_round(
             stack, "ip", build_ingest, features_topic, data.partial)))
     if plan.wants("join") or plan.wants("monitor"):
         jobs += _labeled_jobs(stack, plan, data)
+    if plan.wants("poison"):
+        jobs += _poison_jobs(stack, plan, data)
     for job in jobs:
         try:
             values, note = job.run()
@@ -401,6 +459,14 @@ def method(plan: Plan) -> list[str]:
         "(their ~3 s group joins overlap) and are measured one after the other, the order "
         "alternating by round; a chain is stopped once measured, so the one measured first "
         "has the other idling beside it.",
+        f"poison: ingest over {plan.poison_good() or POISON_EVENTS * 0.9:,.0f} complete events "
+        f"with {POISON_RATE:.0%} of the stream malformed records mixed in (bench/poison.py: "
+        "text, binary, nesting past parser limits, oversize, unknown schema ids, lone "
+        "surrogates, NaN, wrong types, out of range, unknown category/model/feature, missing "
+        "identity; each dead-lettered with its reason), and over the same valid events alone; "
+        "predict likewise over features.valid with 10% records it cannot score. events/s of "
+        "the valid part = valid records / the run's time, for both; the bar: the poisoned "
+        "run's at least 80% of the clean one's.",
         "Every measurement uses its own topic prefix (and so its own Redis keys), 4 partitions "
         "per topic; topics are deleted afterwards to keep the in-memory broker small.",
         "The embedded broker (tansu 0.6, memory storage) has a latency floor: a record becomes "
@@ -467,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     per_round = (
         plan.wants_throughput() + 2 * plan.wants("predict") + 2 * plan.wants("ingest")
         + 2 * plan.wants("join") + plan.wants("monitor") + 2 * plan.wants("e2e")
+        + 4 * plan.wants("poison")
         + suite.jobs_per_round(plan)
     )
     progress = Progress(per_round * plan.runs + suite.jobs_once(plan))
