@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,6 +40,7 @@ __all__ = [
     "ConceptDriftDetector",
     "CusumDesign",
     "design_bernoulli_cusum",
+    "monitor_detector",
 ]
 
 # Below this in-control error rate the integer chain would need millions of states; such a
@@ -178,12 +179,18 @@ class BernoulliCUSUM:
     """Page's CUSUM on the 0/1 error stream, vectorised (see the module docstring).
 
     ``odds_ratio`` sets the change it is tuned to (p1 odds = odds_ratio · p0 odds); larger
-    jumps are caught faster still. Without ``p0``, monitoring starts after ``warmup`` events
-    and p0 is re-estimated from every event since the warm-up began each time their number
-    doubles, up to ``horizon`` events (default 16 · warmup): an error rate estimated from 1,000
-    events is too rough to test a small increase against, and a long wait before monitoring
-    would miss early changes. ``p0_quantile`` is the Jeffreys-posterior quantile of that
-    estimate used as p0 (0.5 for the plain estimate; higher is safer against false alarms).
+    jumps are caught faster still. Several odds ratios make it a multi-chart CUSUM
+    (Tartakovsky et al. 2006): one chart per alternative, run side by side on the same events
+    with the same p0, signalling when any chart does. Each chart is designed for
+    ``len(odds_ratio) · arl0`` (Bonferroni over the charts), so the whole keeps about ``arl0``
+    while a small change is caught by the chart tuned to it and a jump by the chart tuned to
+    jumps: close to the GLR's adaptivity, with the CUSUM's exact run-length design. Without
+    ``p0``, monitoring starts after ``warmup`` events and p0 is re-estimated from every event
+    since the warm-up began each time their number doubles, up to ``horizon`` events (default
+    16 · warmup): an error rate estimated from 1,000 events is too rough to test a small
+    increase against, and a long wait before monitoring would miss early changes.
+    ``p0_quantile`` is the Jeffreys-posterior quantile of that estimate used as p0 (0.5 for
+    the plain estimate; higher is safer against false alarms, slower to detect).
 
     >>> rng = np.random.default_rng(0)
     >>> det = BernoulliCUSUM(arl0=100_000, p0=0.05)
@@ -197,19 +204,20 @@ class BernoulliCUSUM:
         self,
         *,
         arl0: float = 10_000_000.0,
-        odds_ratio: float = 2.0,
+        odds_ratio: float | Sequence[float] = 2.0,
         p0: float | None = None,
         warmup: int = 1000,
         horizon: int | None = None,
         p0_quantile: float = 0.75,
         rewarm: bool = True,
     ) -> None:
-        if odds_ratio <= 1.0:
+        ratios = (odds_ratio,) if isinstance(odds_ratio, int | float) else tuple(odds_ratio)
+        if not ratios or min(ratios) <= 1.0:
             raise ValueError("odds_ratio must be above 1 (an increase of the error rate)")
         if warmup < 1:
             raise ValueError("warmup must be at least 1 event")
         self.arl0 = arl0
-        self.odds_ratio = odds_ratio
+        self.odds_ratios = tuple(float(r) for r in ratios)
         self.warmup = warmup
         self.horizon = 16 * warmup if horizon is None else max(horizon, warmup)
         self.p0_quantile = p0_quantile
@@ -217,21 +225,31 @@ class BernoulliCUSUM:
         self._given_p0 = p0
         self.reset()
 
+    @property
+    def design(self) -> CusumDesign | None:
+        """The first chart's design (every chart shares its p0), None while warming up."""
+        return self.designs[0] if self.designs else None
+
+    @property
+    def statistic(self) -> int:
+        """The first chart's statistic (``statistics`` has every chart's)."""
+        return self.statistics[0]
+
     def reset(self) -> None:
-        """Forget the statistic and the in-control rate (a given ``p0`` is kept)."""
-        self.statistic = 0
+        """Forget the statistics and the in-control rate (a given ``p0`` is kept)."""
+        self.statistics = [0] * len(self.odds_ratios)
         self._seen = 0  # events since the warm-up began (reset by a signal)
         self._seen_errors = 0
         self._next_fit = self.warmup
-        self.design: CusumDesign | None = None
+        self.designs: list[CusumDesign] = []
         if self._given_p0 is not None:
-            self.design = self._design(self._given_p0)
+            self.designs = self._design(self._given_p0)
             self._next_fit = 0  # never re-estimated
 
     def state(self) -> dict[str, Any]:
-        """Plain data for a checkpoint (the design is recomputed from its p0 on load)."""
+        """Plain data for a checkpoint (the designs are recomputed from their p0 on load)."""
         return {
-            "statistic": self.statistic,
+            "statistics": list(self.statistics),
             "seen": self._seen,
             "seen_errors": self._seen_errors,
             "next_fit": self._next_fit,
@@ -240,24 +258,34 @@ class BernoulliCUSUM:
 
     def load(self, state: Mapping[str, Any]) -> None:
         """Restore what ``state()`` returned, for a detector with the same settings."""
-        self.statistic = int(state["statistic"])
+        saved = state.get("statistics", [state.get("statistic", 0)])
+        self.statistics = [int(x) for x in saved][: len(self.odds_ratios)]
+        self.statistics += [0] * (len(self.odds_ratios) - len(self.statistics))
         self._seen, self._seen_errors = int(state["seen"]), int(state["seen_errors"])
         self._next_fit = int(state["next_fit"])
-        self.design = None if state["p0"] is None else self._design(float(state["p0"]))
+        self.designs = [] if state["p0"] is None else self._design(float(state["p0"]))
 
-    def _design(self, p0: float) -> CusumDesign:
+    def _design(self, p0: float) -> list[CusumDesign]:
         p0 = min(max(p0, _MIN_P0), 1.0 - _MIN_P0)
-        odds = self.odds_ratio * p0 / (1.0 - p0)
-        return _cached_design(round(p0, 6), round(odds / (1.0 + odds), 6), self.arl0)
+        charts = len(self.odds_ratios)
+        out = []
+        for ratio in self.odds_ratios:
+            odds = ratio * p0 / (1.0 - p0)
+            p1 = min(round(odds / (1.0 + odds), 6), 1.0 - 1e-6)
+            out.append(_cached_design(round(p0, 6), p1, self.arl0 * charts))
+        return out
 
     def _refit(self) -> None:
         e, n = self._seen_errors, self._seen
         p0 = float(stats.beta.ppf(self.p0_quantile, e + 0.5, n - e + 0.5))
-        old, new = self.design, self._design(p0)
-        if old is not None and self.statistic:
-            # Keep the evidence gathered so far, converted to the new step size.
-            self.statistic = min(new.limit - 1, round(self.statistic * old.step / new.step))
-        self.design = new
+        old, new = self.designs, self._design(p0)
+        if old:
+            # Keep the evidence gathered so far, converted to the new step sizes.
+            self.statistics = [
+                min(d.limit - 1, round(x * o.step / d.step)) if x else 0
+                for x, o, d in zip(self.statistics, old, new, strict=True)
+            ]
+        self.designs = new
         self._next_fit = 2 * n if 2 * n <= self.horizon else 0
 
     def update_many(self, errors: np.ndarray) -> list[int]:
@@ -270,31 +298,47 @@ class BernoulliCUSUM:
             if self._next_fit:
                 end = min(end, i + self._next_fit - self._seen)
             chunk = e[i:end]
-            d = self.design
             hit = None
-            if d is not None:
+            ends = []
+            for d, x in zip(self.designs, self.statistics, strict=False):  # none: warming up
                 # Lindley recursion in closed form: S_t = C_t - min(0, min_{j<=t} C_j).
-                c = self.statistic + np.cumsum(np.where(chunk, d.up, -d.down))
+                c = x + np.cumsum(np.where(chunk, d.up, -d.down))
                 s = c - np.minimum(np.minimum.accumulate(c), 0)
                 hits = np.flatnonzero(s >= d.limit)
-                if hits.size:
+                if hits.size and (hit is None or hits[0] < hit):
                     hit = int(hits[0])
-                    chunk = chunk[: hit + 1]
-                else:
-                    self.statistic = int(s[-1])
+                ends.append(int(s[-1]))
+            if hit is not None:
+                chunk = chunk[: hit + 1]
+            elif self.designs:
+                self.statistics = ends
             self._seen += chunk.size
             self._seen_errors += int(chunk.sum())
             i += chunk.size
             if hit is not None:
                 signals.append(i - 1)
-                self.statistic = 0
+                self.statistics = [0] * len(self.odds_ratios)
                 if self.rewarm:
                     self._seen = self._seen_errors = 0
-                    self.design = None
+                    self.designs = []
                     self._next_fit = self.warmup
             elif self._next_fit and self._seen >= self._next_fit:
                 self._refit()
         return signals
+
+
+# The monitor's detector: charts for a small rise of the error odds (x1.6), a large one (x4)
+# and a model that stops working (x100), on the plain (median) estimate of p0. On the streams
+# of ``bench.detection`` it detects sooner than one chart at x2 with the 75% quantile, at the
+# same designed run length (measured there, with its false alarms on the null streams).
+MONITOR_ODDS_RATIOS = (1.6, 4.0, 100.0)
+MONITOR_P0_QUANTILE = 0.5
+
+
+def monitor_detector(arl0: float) -> BernoulliCUSUM:
+    """The concept-drift detector the monitor runs on each version's error stream."""
+    return BernoulliCUSUM(arl0=arl0, odds_ratio=MONITOR_ODDS_RATIOS,
+                          p0_quantile=MONITOR_P0_QUANTILE)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..models.card import ModelCard
 from ..models.matrix import FeatureEncoder
-from .concept import BernoulliCUSUM
+from .concept import monitor_detector
 from .drift import DriftDetector, FalseAlarmBudget
 from .estimate import ConfidenceEstimate
 from .quality import QualityWindow
@@ -42,7 +42,7 @@ class VersionMonitor:
                                    score_bounds=(0.0, 1.0) if self.classifier else None)
         self.quality = QualityWindow(card.task, card.labels, window, max_age_s=max_age_s)
         self.estimate = ConfidenceEstimate(window) if self.classifier else None
-        self.concept = BernoulliCUSUM(arl0=concept_arl0)
+        self.concept = monitor_detector(concept_arl0)
         self.predictions = 0
         self.labeled = 0
         self.concept_drifts = 0

@@ -12,6 +12,7 @@ from services.monitor.concept import (
     BernoulliCUSUM,
     ConceptDriftDetector,
     design_bernoulli_cusum,
+    monitor_detector,
 )
 
 
@@ -25,6 +26,7 @@ def _run(detector: ConceptDriftDetector, errors: np.ndarray, batch: int = 500) -
 DETECTORS: dict[str, Callable[[], ConceptDriftDetector]] = {
     "adwin": lambda: ADWINDetector(),
     "cusum": lambda: BernoulliCUSUM(arl0=1e7),
+    "monitor": lambda: monitor_detector(1e7),
 }
 
 
@@ -88,3 +90,39 @@ def test_adwin_can_ignore_improvements() -> None:
     better = np.r_[rng.random(5000) < 0.3, rng.random(5000) < 0.05]
     assert _run(ADWINDetector(), better)
     assert _run(ADWINDetector(increases_only=True), better) == []
+
+
+def test_each_chart_of_a_multi_chart_cusum_gets_its_share_of_the_run_length() -> None:
+    det = BernoulliCUSUM(arl0=1e5, odds_ratio=(1.5, 3.0, 30.0), p0=0.1)
+    assert len(det.designs) == 3
+    for design, ratio in zip(det.designs, (1.5, 3.0, 30.0), strict=True):
+        odds = design.p1 / (1 - design.p1) / (0.1 / 0.9)
+        assert odds == pytest.approx(ratio, rel=1e-4)
+        assert design.arl(0.1) >= 3e5  # Bonferroni: 3 charts, about 1e5 for the whole
+
+
+def test_the_monitors_charts_catch_a_jump_sooner_and_a_moderate_rise_nearly_as_soon() -> None:
+    """Against one chart tuned to odds x2 (the rise here is x1.7: that chart's best case)."""
+    single, multi = [], []
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        small = np.r_[rng.random(20_000) < 0.1, rng.random(20_000) < 0.16]
+        large = np.r_[rng.random(20_000) < 0.01, rng.random(2_000) < 0.5]
+        for errors, out in ((small, single), (large, single)):
+            out.append(_run(BernoulliCUSUM(arl0=1e7), errors, batch=250)[0] - 20_000)
+        for errors, out in ((small, multi), (large, multi)):
+            out.append(_run(monitor_detector(1e7), errors, batch=250)[0] - 20_000)
+    assert min(single + multi) >= 0
+    assert np.median(multi[0::2]) < 1.3 * np.median(single[0::2])  # the Bonferroni price
+    assert np.median(multi[1::2]) < 0.8 * np.median(single[1::2])  # the x100 chart
+
+
+def test_a_multi_chart_cusum_survives_a_checkpoint() -> None:
+    rng = np.random.default_rng(3)
+    det = monitor_detector(1e6)
+    det.update_many(rng.random(5_000) < 0.1)
+    twin = monitor_detector(1e6)
+    twin.load(det.state())
+    assert twin.statistics == det.statistics and twin.design == det.design
+    tail = rng.random(20_000) < np.r_[np.full(10_000, 0.1), np.full(10_000, 0.2)]
+    assert twin.update_many(tail) == det.update_many(tail) != []
