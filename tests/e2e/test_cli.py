@@ -88,6 +88,13 @@ def test_status_json_lists_every_endpoint(up: Up) -> None:
     assert "consumer groups" in text and "modelstream-predict" in text
 
 
+def test_up_registers_the_demo_model_as_champion_on_model_events(up: Up) -> None:
+    history = orjson.loads(up.cli("models", "history", "agrawal", "--json"))
+    assert [(e["transition"], e["version"], e["actor"]) for e in history["events"]] == [
+        ("registered", "1", "modelstream up"), ("champion", "1", "modelstream up")]
+    assert [c["version"] for c in history["champions"]] == ["1"]
+
+
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is installed by `make test`")
 def test_kcat_round_trip(up: Up) -> None:
     lines = "".join(
