@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 NODE_DIR := tests/interop/node
 
-.PHONY: install demo test test-fast bench lint system-deps clean
+.PHONY: install demo test test-fast bench lint system-deps clean fuzz chaos soak
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -38,6 +38,22 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+## fuzz: the hostile-input tests with 2,000 examples each, then atheris (coverage-guided)
+FUZZ_SECONDS ?= 120
+fuzz: $(STAMP)
+	MODELSTREAM_FUZZ_EXAMPLES=2000 $(VENV)/bin/pytest -q tests/fuzz
+	@if $(PY) -m pip install --quiet "atheris>=2.3"; then \
+	  $(PY) -m tests.fuzz.atheris_run -max_total_time=$(FUZZ_SECONDS); \
+	else echo "atheris does not install here: hypothesis runs only"; fi
+
+## chaos: kill -9 replicas and restart Valkey under load, then reconcile every topic
+chaos: $(STAMP)
+	$(PY) -m tests.chaos $(CHAOS_ARGS)
+
+## soak: maximum throughput, 10 minutes at 80% of it, a stalled consumer; RSS and backlog
+soak: $(STAMP)
+	$(PY) -m tests.chaos.soak $(SOAK_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check services tests bench
