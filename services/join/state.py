@@ -227,8 +227,8 @@ end
 local left
 if events > 0 then
   left = redis.call('DECRBY', pending, events)
-  if left < 0 then
-    redis.call('SET', pending, 0, 'KEEPTTL')
+  if left <= 0 then
+    redis.call('DEL', pending)
     left = 0
   end
 else

@@ -10,8 +10,22 @@ import time
 
 import orjson
 import pytest
+import redis
 
 from services.join.service import build
+from services.join.state import (
+    DUPLICATE,
+    FIRST,
+    IGNORED,
+    LABELED,
+    OUTCOME_REPLAY,
+    REPLAYED,
+    WAITING,
+    JoinBatch,
+    JoinState,
+    _packed,
+)
+from services.join.stored import Outcome, store_outcome
 from services.predict.scorer import prediction_id
 from services.runtime import metrics
 from services.runtime.service import redis_client
@@ -99,9 +113,7 @@ def test_expired_predictions_and_unmatched_outcomes_are_counted_and_freed(settin
         time.sleep(0.2)
     assert metrics.JOIN_EXPIRED._value.get() - expired0 == 2
     assert metrics.JOIN_UNMATCHED._value.get() - unmatched0 == 1
-    r = redis_client(s)
-    assert not r.keys(f"{s.topic_prefix}join:[plo]:*")
-    assert r.zcard(f"{s.topic_prefix}join:due") == 0
+    assert not redis_client(s).keys(f"{s.topic_prefix}join:*")
     # An outcome beyond the window finds nothing: unmatched, never labeled.
     produce(s, "outcomes", [(b"x", outcome("lonely-p1"))])
     time.sleep(3)
@@ -155,3 +167,120 @@ def test_join_killed_mid_stream_labels_every_prediction_once(settings):
             k: v for k, v in r.items() if k != "labeled_at"}
     assert len(by_id) == n
     assert all(r["correct"] == (r["outcome_label"] == "1") for r in by_id.values())
+
+
+# The join state on its own (real Valkey, no broker): chunks, replays, a failure midway, sweep.
+
+WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+def join_state(settings) -> JoinState:
+    return JoinState(redis_client(settings), prefix=settings.topic_prefix, grace_seconds=300)
+
+
+def chunk(state: JoinState, records: list[tuple], now_ms: int = T0) -> JoinBatch:
+    """("p", event, prediction id, stored, offset) or ("o", event, time, label, offset)."""
+    batch = state.batch(now_ms)
+    for kind, event_id, x, y, offset in records:
+        if kind == "p":
+            batch.prediction(event_id, x, y, WEEK_MS, b"p0:%d" % offset)
+        else:
+            batch.outcome(event_id, store_outcome(Outcome(x, y, None), b"o0:%d" % offset),
+                          WEEK_MS)
+    return batch
+
+
+def apply(state: JoinState, chunks: list[JoinBatch], fail_once: bool = False) -> list:
+    """The replies of every chunk, in order; ``fail_once``: the connection drops after the
+    first chunk's replies came back, with the other chunks sent."""
+    got: dict[int, list] = {}
+    failed = []
+
+    def label(batch: JoinBatch, replies: list) -> None:
+        if fail_once and not failed:
+            failed.append(batch)
+            raise redis.ConnectionError("dropped")
+        got[id(batch)] = replies
+
+    state.apply(chunks, label)
+    return [got[id(b)] for b in chunks]
+
+
+def test_records_apply_in_order_across_chunks_and_replays_label_nothing_new(settings):
+    state = join_state(settings)
+    a, b = b'{"p":"a1"}', b'{"p":"a2"}'
+    first = apply(state, [
+        chunk(state, [("p", "a", "a1", a, 1), ("p", "a", "a2", b, 2)]),
+        chunk(state, [("o", "a", T0 + 10, "1", 1)]),   # labels both stored predictions
+        chunk(state, [("p", "a", "a3", b'{"p":"a3"}', 3)]),  # after the outcome: labeled now
+    ])
+    assert [r[0] for r in first[0]] == [WAITING, WAITING]
+    assert first[1][0][0] == FIRST and sorted(first[1][0][1]) == [a, b]
+    assert first[2][0][0] == LABELED and first[2][0][1].startswith(b"%d|o0:1|" % (T0 + 10))
+    # The same records again (a crash before the commit): each record that labeled something
+    # labels it again, every other repeat labels nothing.
+    again = apply(state, [chunk(state, [("p", "a", "a1", a, 1), ("o", "a", T0 + 10, "1", 1),
+                                        ("p", "a", "a3", b'{"p":"a3"}', 3)])])[0]
+    assert again[0] == (IGNORED, None)
+    assert again[1][0] == OUTCOME_REPLAY and sorted(again[1][1]) == [a, b]
+    assert again[2][0] == REPLAYED
+    # Another record with the same content is a repeat, not a replay.
+    other = apply(state, [chunk(state, [("o", "a", T0 + 10, "1", 9), ("p", "a", "a1", a, 8)])])[0]
+    assert other == [(DUPLICATE, []), (IGNORED, None)]
+
+
+def test_a_redis_failure_midway_applies_every_chunk_again_with_the_same_labels(settings):
+    def run(s, fail_once: bool) -> list:
+        state = join_state(s)
+        chunks = [chunk(state, [("p", f"e{i}", f"p{i}", b'{"i":%d}' % i, i) for i in range(6)]),
+                  chunk(state, [("o", f"e{i}", T0 + i, "1", i) for i in range(0, 6, 2)]),
+                  chunk(state, [("o", f"e{i}", T0 + i, "0", i) for i in range(1, 6, 2)])]
+        replies = apply(state, chunks, fail_once)
+        return [sorted(stored) for r in replies[1:] for _, stored in r]
+
+    clean = run(settings, False)
+    assert clean == [[b'{"i":%d}' % i] for i in (0, 2, 4, 1, 3, 5)]
+    assert run(settings.model_copy(update={"topic_prefix": settings.topic_prefix + "x."}),
+               True) == clean
+
+
+def test_the_script_is_loaded_again_after_a_flush(settings):
+    state = join_state(settings)
+    redis_client(settings).script_flush()
+    assert apply(state, [chunk(state, [("o", "f", T0, "1", 1)])]) == [[(FIRST, [])]]
+
+
+def test_the_sweep_counts_what_each_closed_window_left(settings):
+    state = join_state(settings)
+    apply(state, [chunk(state, [
+        ("p", "both", "v1", b'{"v":1}', 1), ("p", "both", "v2", b'{"v":2}', 2),
+        ("o", "both", T0, "1", 1),                                         # labels both
+        ("p", "lonely", "v1", b'{"v":1}', 3), ("p", "lonely", "v2", b'{"v":2}', 4),
+        ("o", "orphan", T0, "1", 2),                                       # never matched
+        ("o", "late", T0, "1", 3), ("p", "late", "v1", b'{"v":1}', 5),    # labeled on arrival
+    ])])
+    r = redis_client(settings)
+    assert r.get(f"{settings.topic_prefix}join:pending") == b"4"
+    assert state.sweep(T0 + WEEK_MS - 1000).events == 0  # no window has closed yet
+    result = state.sweep(T0 + WEEK_MS + 1000)
+    assert (result.events, result.expired_predictions, result.unmatched_outcomes,
+            result.pending) == (4, 2, 1, 0)
+    assert not r.keys(f"{settings.topic_prefix}join:*")
+
+
+@pytest.mark.parametrize("n", [0, 1, 31, 32, 255, 256, 65535, 65536])
+def test_python_packs_states_as_the_script_does(settings, n):
+    data = bytes(range(256)) * (n // 256) + bytes(range(n % 256))
+    assert redis_client(settings).eval("return cmsgpack.pack(ARGV[1])", 0, data) == _packed(data)
+
+
+def test_avro_output_carries_the_same_labeled_record(settings, run_loop):
+    s = settings.model_copy(update={"output_format": "avro"})
+    produce(s, "predictions", [(b"c", prediction("av", label="0"))])
+    produce(s, "outcomes", [(b"av", outcome("av", label="1"))])
+    run_loop(build(s))
+    [got] = read(s, "predictions.labeled", 1)
+    expected = {**orjson.loads(prediction("av", label="0")), "outcome_label": "1",
+                "outcome_value": None, "outcome_time": T0 + 60_000,
+                "label_delay_ms": 60_000 - 5, "correct": False}
+    assert {k: v for k, v in got.items() if k != "labeled_at"} == expected
