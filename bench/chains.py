@@ -17,6 +17,7 @@ group joins, model loads and first-batch costs stay out of every figure.
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 import time
@@ -72,6 +73,7 @@ class BurstResult:
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process meanwhile
     broker_cpu: float = float("nan")  # the embedded broker's CPU seconds meanwhile
     driver_cpu: float = float("nan")  # this process's (producing and reading the records)
+    machine_cpu: float = float("nan")  # every process on the machine, other users' included
 
     @property
     def rate(self) -> float:
@@ -86,8 +88,13 @@ class BurstResult:
         cpu = ", ".join(f"{name} {s:.2f} s" for name, s in self.cpu.items())
         return (f"{self.received:,}/{self.events:,} out in {self.seconds:.2f} s; CPU {cpu} "
                 f"({self.cpu_per_event_us:.0f} µs/event), broker {self.broker_cpu:.2f} s, "
-                f"bench driver {self.driver_cpu:.2f} s")
+                f"bench driver {self.driver_cpu:.2f} s; machine {self.machine_cores:.2f} of "
+                f"{os.cpu_count()} cores busy")
 
+    @property
+    def machine_cores(self) -> float:
+        """Cores busy on the whole machine over the burst, whoever used them."""
+        return self.machine_cpu / self.seconds
     @property
     def cores_busy(self) -> float:
         """CPU seconds of the chain, the broker and the driver over the wall seconds."""
@@ -185,6 +192,7 @@ class ProcessChain:
         ids = [f"b{next(self._ids)}-{i}" for i in range(n)]
         offer.sent_at.clear()
         cpu_before, broker_before, driver_before = self.cpu(), self._broker_cpu(), process_time()
+        machine_before = procstat.machine_busy_seconds()
         for i, event_id in enumerate(ids):
             key, event = events[i % len(events)]
             offer.send(key, dict(event), event_id)
@@ -198,11 +206,12 @@ class ProcessChain:
             missing = {e for e in missing if e not in arrived}
         cpu = {k: v - cpu_before.get(k, 0.0) for k, v in self.cpu().items()}
         broker, driver = self._broker_cpu() - broker_before, process_time() - driver_before
+        machine = procstat.machine_busy_seconds() - machine_before
         got = [arrived[e] for e in ids if e in arrived]
         if not got:
             raise RuntimeError(f"{self.name}: none of {n:,} events came out; {self.tails()}")
         start = min(offer.sent_at[e] for e in ids)
-        return BurstResult(n, len(got), max(got) - start, cpu, broker, driver)
+        return BurstResult(n, len(got), max(got) - start, cpu, broker, driver, machine)
 
     def _broker_cpu(self) -> float:
         broker = self.stack.broker

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["cpu_seconds", "parse_cpu_ticks", "parse_rss_kib", "rss_bytes"]
+__all__ = [
+    "cpu_seconds",
+    "machine_busy_seconds",
+    "parse_cpu_ticks",
+    "parse_machine_ticks",
+    "parse_rss_kib",
+    "rss_bytes",
+]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -43,3 +50,22 @@ def cpu_seconds(pid: int) -> float:
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         return parse_rss_kib(f.read()) * 1024
+
+
+def parse_machine_ticks(stat: str) -> tuple[int, int]:
+    """(busy, total) clock ticks of every CPU from the first line of ``/proc/stat``.
+
+    >>> parse_machine_ticks("cpu  100 5 50 800 20 0 5 0 0 0\\ncpu0 1 2 3 4")
+    (160, 980)
+    """
+    fields = [int(v) for v in stat.split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every process on the machine has used (all cores), since boot."""
+    with open("/proc/stat") as f:
+        busy, _ = parse_machine_ticks(f.read())
+    return busy / _TICKS

@@ -56,5 +56,6 @@ def cores_note(results: Sequence[tuple[int, BurstResult]]) -> list[str]:
         per = ", ".join(f"{v:.2f}" for v in r.cpu.values())
         lines.append(f"{replicas} replica(s): {r.rate:,.0f} ev/s; CPU s per replica [{per}], "
                      f"broker {r.broker_cpu:.2f}, driver {r.driver_cpu:.2f} over "
-                     f"{r.seconds:.2f} s wall = {r.cores_busy:.2f} cores busy")
+                     f"{r.seconds:.2f} s wall = {r.cores_busy:.2f} cores busy (the machine: "
+                     f"{r.machine_cores:.2f}, other users included)")
     return lines

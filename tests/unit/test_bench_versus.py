@@ -118,3 +118,4 @@ def test_ratio_bars_judge_both_ways():
     assert rows["path"][3] == "7.5×" and rows["path"][4] == "FAIL ≥ 10× baseline"
     assert rows["path p99"][3] == "1.20×" and rows["path p99"][4] == "FAIL ≤ 1.00× baseline"
     assert format_ratio(0.41, "ev/s") == "41%"
+    assert format_ratio(7.0 / 3438.0, "ms") == "1/491"
