@@ -119,3 +119,8 @@ def test_ratio_bars_judge_both_ways():
     assert rows["path p99"][3] == "1.20×" and rows["path p99"][4] == "FAIL ≤ 1.00× baseline"
     assert format_ratio(0.41, "ev/s") == "41%"
     assert format_ratio(7.0 / 3438.0, "ms") == "1/491"
+
+
+def test_machine_ticks_leave_idle_and_iowait_out():
+    assert procstat.parse_machine_ticks("cpu  100 5 50 800 20 0 5 0 3 0\ncpu0 1") == (160, 980)
+    assert procstat.machine_busy_seconds() > 0
