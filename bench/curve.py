@@ -21,7 +21,7 @@ from .stack import BenchStack
 __all__ = ["FULL_LOADS", "QUICK_LOADS", "CurvePoint", "curve_table", "measure_curve", "plot"]
 
 FULL_LOADS = (1_000, 2_000, 4_000, 8_000, 12_000, 16_000, 24_000, 32_000)
-QUICK_LOADS = (1_000, 4_000, 8_000, 16_000, 24_000)
+QUICK_LOADS = (1_000, 4_000, 8_000, 16_000)
 CHAINS = ("passthrough", "modelstream")
 
 
