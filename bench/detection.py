@@ -1,6 +1,7 @@
 """Detection quality of modelstream's monitor against baselines, on streams with known drifts.
 
     python -m bench.detection [--quick] [--json] [--seeds N] [--null-events N] [--report PATH]
+                              [--plot PATH]
 
 What is measured (``run()``), with the monitor's default settings (``services.runtime.settings``):
 
@@ -9,20 +10,24 @@ What is measured (``run()``), with the monitor's default settings (``services.ru
   service's ``AlertBook`` and drift rule (fire after 2 evaluations past the threshold), evaluated
   after every batch, on a 9-feature tabular stream (covariate shifts and a benign one) and on the
   label-shift stream (no labels needed).
-- **Concept drift**: ``BernoulliCUSUM(arl0=monitor_concept_arl0)`` on the error stream (y ≠ ŷ) of
+- **Concept drift**: the monitor's own detector, ``monitor_detector(monitor_concept_arl0)`` (a
+  multi-chart ``BernoulliCUSUM``, as ``VersionMonitor`` builds it), on the error stream (y ≠ ŷ) of
   a model fitted on the pre-change concept, labels arriving ``label_delay`` events late; beside
   it, on the same error streams, river's ADWIN (through the monitor's ``ADWINDetector`` wrapper)
   and river's HDDM_A at their defaults and calibrated to modelstream's false-alarm count on the
   null streams, an always-fire and a periodic detector, and the monitor's windowed-accuracy rule.
 
 Every stream has its change at event ``change_at``; a detection is the first signal raised by an
-event at or after it, counted at batch granularity (the end of the batch the signal came in, plus
-the label delay for label-based detectors), and a miss if it is not within ``horizon`` events.
+event at or after it, and a miss if it is not within ``horizon`` events. Its delay is counted in
+events, at event resolution: up to the event whose error raised the signal, plus the label delay
+for label-based detectors (the monitor raises a concept-drift alert from the batch that raised
+the signal, and at a rate it keeps up with a batch is a few records). The delay at batch
+granularity (to the end of the batch) is kept in the JSON.
 False alarms are counted on null streams (no change) of ``null_events`` per seed and family.
 A candidate improvement, a window-limited Bernoulli GLR (``bench.detection_glr``, a bench
 prototype), is calibrated and run like the baselines. The work is spread over two worker
-processes, by seed. ``markdown(results)`` renders a report section; ``main()`` is the command.
-No plot is drawn: matplotlib is not a dependency of the project.
+processes, by seed. ``markdown(results)`` renders a report section, ``plot(results, path)`` draws
+the concept-drift delays per stream and detector (matplotlib); ``main()`` is the command.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ from .detection_detectors import (
 )
 from .detection_glr import GLR_THRESHOLDS
 
-__all__ = ["Plan", "main", "markdown", "monitor_defaults", "run"]
+__all__ = ["Plan", "main", "markdown", "monitor_defaults", "plot", "run"]
 
 RATE = 5_000.0  # events/s assumed when delays are given in seconds
 SEEDS, QUICK_SEEDS = 10, 3
@@ -509,13 +514,14 @@ def _speed(null: list[dict[str, Any]], calibrated: list[dict[str, Any]]) -> dict
 
 def _summary(delays: list[int | None], exact: list[int | None], pre: int,
              rate: float) -> dict[str, Any]:
-    ds = [math.inf if d is None else float(d) for d in delays]
-    xs = [math.inf if d is None else float(d) for d in exact]
+    """Delays at event resolution (``exact``) make the figures; per batch (``delays``) is kept."""
+    ds = [math.inf if d is None else float(d) for d in exact]
+    bs = [math.inf if d is None else float(d) for d in delays]
     med, p90 = quantile(ds, 0.5), quantile(ds, 0.9)
     return {
         "delays": [None if math.isinf(d) else int(d) for d in ds],
         "median": med, "p90": p90, "median_s": med / rate, "p90_s": p90 / rate,
-        "median_exact": quantile(xs, 0.5),
+        "median_batch": quantile(bs, 0.5),
         "miss_rate": sum(math.isinf(d) for d in ds) / len(ds) if ds else math.nan,
         "pre_change_alarms": pre,
     }
@@ -530,7 +536,8 @@ def _scenarios(
     for name in names:
         entry: dict[str, Any] = {"detectors": {}}
         if name in scen[0]["feature"]:
-            delays, exact, pre, first = [], [], 0, Counter()
+            delays, exact, pre = [], [], 0
+            first: Counter[str] = Counter()
             targets = ({streams.TABULAR_SHIFTS[name].feature} if name in streams.TABULAR_SHIFTS
                        else {"z0", "z1", "score"})
             right = 0
@@ -570,14 +577,11 @@ def _scenarios(
 
 
 def _faster(a: dict[str, Any], b: dict[str, Any]) -> tuple[bool, str]:
-    """Is ``a``'s median delay shorter than ``b``'s (a tie at batch granularity broken by the
-    event-resolution median)?"""
+    """Is ``a``'s median delay (in events, at event resolution) shorter than ``b``'s?"""
     if a["median"] < b["median"]:
         return True, "shorter"
     if a["median"] == b["median"] and not math.isinf(a["median"]):
-        if a["median_exact"] < b["median_exact"]:
-            return True, "tied per batch, shorter per event"
-        return False, "tied per batch, not shorter per event"
+        return False, "tied"
     return False, "longer" if not math.isinf(a["median"]) else "missed"
 
 
@@ -642,7 +646,7 @@ def checks(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 _LABELS = {
     DRIFT: "modelstream DriftDetector (feature + prediction drift)",
-    CUSUM: "**modelstream BernoulliCUSUM**",
+    CUSUM: "**modelstream multi-chart CUSUM (the service's detector)**",
     ADWIN: "river ADWIN, δ = 0.002 (default)",
     ADWIN_CAL: "river ADWIN, calibrated",
     HDDM: "river HDDM_A, c = 0.001 (default)",
@@ -678,7 +682,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"{p['seeds']} seeds per scenario; change at event {p['change_at']:,}, a miss if not "
         f"detected within {p['horizon']:,} events; delays in events (and seconds at "
-        f"{rate:,.0f} events/s), counted at batch granularity ({p['batch']} events); label-based "
+        f"{rate:,.0f} events/s) at event resolution: to the event whose error raised the signal "
+        f"(events are fed in batches of {p['batch']}); label-based "
         f"detectors get their labels {p['label_delay']} events late, included. False alarms on "
         f"null streams of {p['null_events']:,} events per seed "
         f"({cal['null_error_events']:,} error events in all, 3 model/stream families). "
@@ -722,7 +727,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "### Calibration at an equal false-alarm budget",
         "",
-        f"modelstream's BernoulliCUSUM raised {cal['allowed_alarms']} false alarms on the "
+        f"modelstream's detector raised {cal['allowed_alarms']} false alarms on the "
         f"{cal['null_error_events']:,} null error events (error rates "
         + ", ".join(f"{f} {r:.3f}" for f, r in results["null_error_rates"].items())
         + "). Each baseline takes the most sensitive value of a grid whose alarm count on the "
@@ -747,7 +752,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"| DriftDetector, add only | {sp['drift_add']:.3f} |",
         f"| DriftDetector, add + evaluate + alert rules every {p['batch']} events | "
         f"{sp['drift_add_evaluate']:.3f} |",
-        f"| BernoulliCUSUM (batches of {p['batch']}) | {sp[CUSUM]:.3f} |",
+        f"| modelstream multi-chart CUSUM, 3 charts (batches of {p['batch']}) | "
+        f"{sp[CUSUM]:.3f} |",
         f"| river ADWIN via ADWINDetector | {sp[ADWIN]:.3f} |",
         f"| river HDDM_A | {sp[HDDM]:.3f} |",
         f"| accuracy rule (window sums per batch, AlertBook) | {sp[ACCURACY]:.3f} |",
@@ -768,36 +774,64 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def _explain(results: dict[str, Any]) -> list[str]:
-    """What the concept-drift comparison shows, from the numbers (empty if the bar passed)."""
-    p, sc = results["plan"], results["scenarios"]
-    if all(b["passed"] for b in results["bars"][:2]):
+    """Where the concept-drift bar fails, from the numbers (empty if it passed)."""
+    sc, fa = results["scenarios"], results["false_alarms"]
+    lines = []
+    for b in results["bars"][:2]:
+        if b["passed"]:
+            continue
+        lines.append(f"Not met: {b['name']}. " + "; ".join(
+            x for x in b["detail"] if not x.endswith("(shorter)") and "(ok)" not in x) + ".")
+    if not lines:
         return []
-    floor = p["label_delay"] + p["batch"]
-    ties = [n for n in CONCEPT
-            if sc[n]["detectors"][CUSUM]["median"] == sc[n]["detectors"][ADWIN]["median"]]
-    gap = max((abs(sc[n]["detectors"][CUSUM]["median_exact"]
-                   - sc[n]["detectors"][ADWIN]["median_exact"]) for n in ties), default=0.0)
-    cusum_p90 = [n for n in CONCEPT
-                 if sc[n]["detectors"][CUSUM]["p90"] > sc[n]["detectors"][ADWIN]["p90"]]
-    glr = [n for n in CONCEPT if _faster(sc[n]["detectors"][GLR], sc[n]["detectors"][ADWIN])[0]]
-    return [
-        "Why the concept-drift bar fails: a label-based detector cannot signal before "
-        f"{floor} events (label delay {p['label_delay']} + one batch of {p['batch']}); on "
-        f"{len(ties)} of {len(CONCEPT)} concept streams BernoulliCUSUM and default ADWIN have "
-        f"the same median at batch granularity (their event-level medians differ by at most "
-        f"{_fmt(gap)} events), so 'shorter on every stream' turns on event-level tie-breaks "
-        f"and seed noise. CUSUM's p90 is longer than ADWIN's on {len(cusum_p90)} of the "
-        f"{len(CONCEPT)}: it is tuned to a "
-        "doubling of the error odds and to a conservative p0 (the 75% posterior quantile), "
-        "so smaller or gradual changes take it longer, and for a model that is never wrong "
-        "(Agrawal) p0 is floored at 0.001 with an alternative of 0.002, so each error moves it "
-        f"by only ln 2. The candidate window-limited GLR, at the same false-alarm count, is "
-        f"shorter than default ADWIN on {len(glr)} of {len(CONCEPT)} streams"
-        + (": at this tiny budget its search over change points and rates costs about what "
-           "its adaptivity gains, and it is evaluated at batch ends only, so it cannot win a "
-           "tie at event resolution." if len(glr) < len(CONCEPT) else "."),
-        "",
-    ]
+    gaps = []
+    for n in CONCEPT:
+        ours, ref = sc[n]["detectors"][CUSUM], sc[n]["detectors"][ADWIN]
+        if not _faster(ours, ref)[0] and not math.isinf(ours["median"]):
+            gaps.append(f"{n}: per seed {ours['delays']} vs ADWIN {ref['delays']}")
+    lines += ["", "Per-seed delays where the service's detector is not shorter (events; "
+              "None = miss): " + "; ".join(gaps) + f". False alarms: service "
+              f"{fa[CUSUM]['alarms']}, ADWIN default {fa[ADWIN]['alarms']}, calibrated "
+              f"{fa[ADWIN_CAL]['alarms']}. With few seeds the medians of streams whose change "
+              "is small (SEA: error 0.106 → 0.162) are decided by single seeds.", ""]
+    return lines
+
+
+def plot(results: dict[str, Any], path: Path) -> Path:
+    """A PNG of the concept-drift delays: per stream, each label-based detector's median delay
+    (bar) and p90 (whisker), in events after the change, misses drawn at the horizon."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sc, horizon = results["scenarios"], results["plan"]["horizon"]
+    keys = (CUSUM, ADWIN, ADWIN_CAL, HDDM, HDDM_CAL, GLR)
+    names = [*CONCEPT, LABEL_SHIFT]
+    fig, ax = plt.subplots(figsize=(11, 5), dpi=110)
+    width = 0.8 / len(keys)
+    for k, key in enumerate(keys):
+        med = [min(sc[n]["detectors"][key]["median"], horizon) for n in names]
+        p90 = [min(sc[n]["detectors"][key]["p90"], horizon) for n in names]
+        xs = [i + (k - (len(keys) - 1) / 2) * width for i in range(len(names))]
+        label = _LABELS[key].replace("*", "")
+        ax.bar(xs, med, width, label=label, color=f"C{k}", edgecolor="black" if k == 0 else None)
+        ax.errorbar(xs, med, yerr=[[0] * len(med), [b - a for a, b in zip(med, p90, strict=True)]],
+                    fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([n.replace(": ", ":\n", 1).replace(", ", ",\n", 1) for n in names],
+                       fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("delay, events after the change (incl. label delay)")
+    p = results["plan"]
+    ax.set_title(f"Concept drift: median delay (bar) and p90 (whisker), {p['seeds']} seeds; "
+                 f"false alarms calibrated on {results['calibration']['null_error_events']:,} "
+                 "null events", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 NOTES = [
@@ -811,17 +845,24 @@ NOTES = [
     "two-class Gaussian stream (4 features) for label shift. A ramp makes event t follow "
     "the new concept with probability (t − change)/1,000.",
     "Detectors are the production classes with the monitor's default settings, fed batches "
-    "as the consumer loop feeds them. The drift alerts are evaluated after every batch, "
+    "as the consumer loop feeds them. The monitor raises a concept-drift alert from the batch "
+    "whose error raised the signal (not at its next evaluation), so its delay is the event "
+    "count to that error plus the label delay; at a load it keeps up with, a batch is the few "
+    "records fetched since the last one. The drift alerts are evaluated after every batch here, "
     "not every `monitor_eval_seconds` (5 s) as the service does: at 5,000 events/s the "
     "service's cadence adds 0–5 s to the wait for an evaluation and 5 s for the second "
-    "one the drift rule needs (`fire_after=2`); a CUSUM signal alerts at the next evaluation "
-    "(0–5 s). At that rate a 5-s cadence also inspects only one 2,000-event window in 25,000 "
-    "events, so a short shift between two evaluations is never seen.",
+    "one the drift rule needs (`fire_after=2`).",
     "Detection is the first signal raised by an event at or after the change; earlier ones "
     "are false alarms (pre-change alarms in the JSON). Medians and p90s count a miss as an "
-    "infinite delay ('miss' when more than half or a tenth missed). Ties at batch "
-    "granularity are broken with the event-resolution delay (each detector reports the "
-    "event that raised its signal).",
+    "infinite delay ('miss' when more than half or a tenth missed). The JSON also has each "
+    "median at batch granularity (`median_batch`).",
+    "The service's detector is a multi-chart Bernoulli CUSUM: charts tuned to error odds x1.6, "
+    "x4 and x100 on the median estimate of p0, each designed by its exact Markov-chain run "
+    "length for 3 × monitor_concept_arl0. A window-limited GLR run per event (every window of "
+    "25 to 20,000 events at each event) was tried as the service's detector and not adopted: "
+    "evaluated per event it raised far more false alarms than at batch ends at the same "
+    "threshold (about 6 in 2.7 M null events at h = 11), and at an equal false-alarm count it "
+    "was no faster than the charts; its threshold also has no exact design for a given arl0.",
     "The candidate GLR (`bench.detection_glr`) is a bench prototype, not production code: the "
     "one-sided Bernoulli GLR maximised over 48 window lengths (25 to 20,000 events) and the "
     "post-change rate, with BernoulliCUSUM's p0 estimate, evaluated at batch ends. Like the "
@@ -832,6 +873,20 @@ NOTES = [
     "Not replayed through Kafka: this measures the detectors with the service's settings and "
     "alert rules; the Kafka path is measured by `bench.run`.",
 ]
+
+
+def report_section(
+    quick: bool, png: Path, progress: Callable[[str], None] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """``bench.run``'s detection group: run, draw ``png``, and the report section linking it."""
+    results = run(quick, progress=progress)
+    try:
+        plot(results, png)
+        figure = f"![Concept-drift delay per stream and detector]({png.name})\n\n"
+    except Exception as exc:  # a missing or broken matplotlib must not lose the numbers
+        figure = f"(plot not drawn: {exc!r})\n\n"
+    head, _, rest = markdown(results).partition("\n\n")
+    return f"{head}\n\n{figure}{rest}", results
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -848,6 +903,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     p.add_argument("--report", type=Path, help="also write the markdown section to this file")
+    p.add_argument("--plot", type=Path, help="also draw the concept-drift delays to this PNG")
     return p.parse_args(argv)
 
 
@@ -880,6 +936,8 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(results)
     if args.report is not None:
         args.report.write_text(text)
+    if args.plot is not None:
+        plot(results, args.plot)
     out = sys.stderr if args.json else sys.stdout
     print(text, file=out)
     for b in results["bars"]:

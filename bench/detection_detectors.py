@@ -1,7 +1,8 @@
 """Detectors on a 0/1 error stream, and the pure logic of ``bench.detection``: delays, calibration.
 
 Every detector is run the same way, ``signals(errors) -> sorted event indices``, the index being
-that of the error whose arrival raised the signal. The production ones (``BernoulliCUSUM``, the
+that of the error whose arrival raised the signal. The production ones (the monitor's
+``monitor_detector``, a multi-chart ``BernoulliCUSUM``, the
 ``ADWINDetector`` wrapper of river's ADWIN, and the monitor's windowed-accuracy alert rule) are
 fed batches of ``batch`` events, as the monitor's consumer loop feeds them; river's ``HDDMA``
 one event at a time (it has no batch interface). ``hddm_a_signals`` is a vectorised HDDM_A that
@@ -231,9 +232,9 @@ def run_detector(
     if spec.kind == "accuracy":
         return _accuracy_rule(e, batch, spec.accuracy, settings or {})
     if spec.kind == "cusum":
-        from services.monitor.concept import BernoulliCUSUM
+        from services.monitor.concept import monitor_detector
 
-        det: object = BernoulliCUSUM(arl0=spec.param or 1e7)
+        det: object = monitor_detector(spec.param or 1e7)  # exactly what VersionMonitor runs
     elif spec.kind == "adwin":
         from services.monitor.concept import ADWINDetector
 

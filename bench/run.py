@@ -68,7 +68,7 @@ PREDICT_BARS = (Bar("min_ratio", 0.40), Bar("min_value", 30_000))
 INGEST_BARS = (Bar("min_ratio", 0.25),)
 JOIN_BARS = (Bar("min_value", 50_000),)
 MONITOR_BARS = (Bar("min_value", 50_000),)
-GROUPS = ("predict", "ingest", "e2e", "join", "monitor", "poison")
+GROUPS: tuple[str, ...] = ("predict", "ingest", "e2e", "join", "monitor", "poison", "detection")
 # poison: a stream of this many records, 10% of them malformed, against its valid part alone.
 POISON_EVENTS = 100_000
 QUICK_POISON_EVENTS = 25_000
@@ -361,6 +361,23 @@ def _prepare_labeled(stack: BenchStack, plan: Plan, data: Data, figs: dict[str, 
           + (f"; {note}" if note else ""), file=sys.stderr, flush=True)
 
 
+def _detection(plan: Plan, png: Path, progress: Progress) -> str:
+    """Detection quality (``bench.detection``): its report section, and a progress line."""
+    from . import detection
+
+    before = time.monotonic()
+    try:
+        section, results = detection.report_section(
+            plan.quick, png, progress=lambda text: print(f"  detection {text}", file=sys.stderr))
+    except Exception as exc:  # one failed measurement must not lose the others
+        traceback.print_exc(file=sys.stderr)
+        progress.line(f"detection quality failed: {exc!r}")
+        return f"## Detection quality\n\nfailed: {exc!r}\n"
+    verdict = "PASS" if results["passed"] else "FAIL"
+    progress.line(f"detection quality: {verdict} in {time.monotonic() - before:.0f} s, plot {png}")
+    return section
+
+
 def machine_info(argv: list[str]) -> dict[str, Any]:
     import confluent_kafka
 
@@ -536,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         + 4 * plan.wants("poison")
         + suite.jobs_per_round(plan)
     )
-    progress = Progress(per_round * plan.runs + suite.jobs_once(plan))
+    progress = Progress(per_round * plan.runs + suite.jobs_once(plan) + plan.wants("detection"))
     print(f"modelstream bench: {plan.runs} runs, {plan.events:,} events per throughput run "
           f"({plan.join_events:,} outcomes for join, {plan.monitor_events:,} labeled for "
           f"monitor), latency at "
@@ -563,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
             suite.run_round(stack, plan, data, figs, r, progress, extra)
         suite.run_once(stack, plan, data, figs, progress, extra)
         suite.finish(extra, figs)
+    if plan.wants("detection"):  # after the stack: its two worker processes take both cores
+        extra.sections.append(_detection(plan, args.report.with_name("detection.png"), progress))
 
     shown = [f for f in figs.values() if f.runs]
     machine["load average at end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())

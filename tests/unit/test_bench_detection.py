@@ -103,14 +103,27 @@ def test_concept_labels_ramp_from_old_to_new() -> None:
     assert concept_labels(old, new, 2_000, 0, seed=0).tolist() == [0] * 2_000 + [1] * 8_000
 
 
-def test_faster_breaks_batch_ties_at_event_resolution() -> None:
+def test_delays_are_compared_at_event_resolution() -> None:
     def s(delays: list[int | None], exact: list[int | None]) -> dict[str, object]:
         return _summary(delays, exact, 0, 5_000.0)
 
     a, b = s([750, 750, 1_000], [560, 600, 900]), s([750, 750, 1_000], [600, 620, 950])
-    assert _faster(a, b) == (True, "tied per batch, shorter per event")
-    assert _faster(b, a)[0] is False
-    assert _faster(s([500] * 3, [400] * 3), a) == (True, "shorter")
+    assert (a["median"], a["median_batch"], a["median_s"]) == (600, 750, 0.12)
+    assert _faster(a, b) == (True, "shorter")
+    assert _faster(b, a) == (False, "longer")
+    assert _faster(a, s([1_000] * 3, [600, 600, 600])) == (False, "tied")
     assert _faster(s([None] * 3, [None] * 3), a) == (False, "missed")
     assert a["miss_rate"] == 0
     assert s([None, 1, 2], [None, 1, 2])["miss_rate"] == pytest.approx(1 / 3)
+
+
+def test_the_bench_runs_the_monitors_own_concept_detector() -> None:
+    from services.monitor.concept import monitor_detector
+
+    rng = np.random.default_rng(5)
+    e = np.r_[rng.random(30_000) < 0.1, rng.random(5_000) < 0.3]
+    expected, det = [], monitor_detector(1e6)
+    for start in range(0, e.size, 250):
+        expected += [start + i for i in det.update_many(e[start:start + 250])]
+    got = run_detector(DetectorSpec("cusum", 1e6), e, 250).tolist()
+    assert got == expected and got and got[0] >= 30_000
