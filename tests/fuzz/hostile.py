@@ -21,6 +21,7 @@ from services.runtime.schemas import schema_for
 
 __all__ = [
     "FUZZ",
+    "FUZZ_HANDLERS",
     "UNICODE_EDGES",
     "avro_with_hostile_values",
     "confluent_frames",
@@ -37,6 +38,8 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                            HealthCheck.function_scoped_fixture],
 )
+# The handlers run batches on the real Valkey: a third as many examples.
+FUZZ_HANDLERS = settings(FUZZ, max_examples=max(20, FUZZ.max_examples // 3))
 
 # Lone surrogates (as JSON escapes: raw ones are not UTF-8), NUL, right-to-left override, BOM,
 # zero-width joiner, combining marks, a 4-byte emoji, noncharacters, the Unicode maximum.
