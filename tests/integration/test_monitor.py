@@ -138,3 +138,19 @@ def test_monitor_killed_and_restarted_counts_every_prediction_once(settings, dem
         assert proc.wait(20) == 0
     assert final is not None
     assert final["predictions"] == 6000 and final["labeled"] == 6000
+
+
+def test_concept_drift_is_alerted_from_the_batch_not_at_the_next_evaluation(
+        settings, run_loop, demo_store):
+    # No evaluation falls in this test: an alert can only come from the handler.
+    s = fast(settings, monitor_eval_seconds=600.0, monitor_checkpoint_seconds=600.0)
+    _, before = scored(demo_store, 2000, seed=51, prefix="x")
+    _, after = scored(demo_store, 600, seed=52, function=2, prefix="y")
+    assert np.mean([r["correct"] for r in after]) < 0.8  # the concept switched
+    run_loop(build(s))
+    produce(s, "predictions.labeled", [(r["entity_id"], orjson.dumps(r)) for r in before])
+    produce(s, "predictions.labeled", [(r["entity_id"], orjson.dumps(r)) for r in after])
+    alerts = read(s, "monitor.alerts", 1, timeout=30)
+    assert [(a["metric"], a["state"], a["kind"]) for a in alerts] == [
+        ("concept_drift", "firing", "performance")]
+    assert read(s, "monitor.metrics", 0, timeout=1) == []  # indeed no evaluation
