@@ -48,8 +48,16 @@ SECRET_FILE_ENV = {f"MODELSTREAM_{name.upper()}_FILE" for name in _SECRET_FILES}
 WORKLOAD_KINDS = {"Deployment", "Job"}
 # Services that must run as exactly one replica: the monitor's windows must see every partition.
 SINGLETONS = {"monitor"}
+# Services whose deployment files come with the service itself. retrain: whoever lands its
+# compose service, Deployment, scrape job and dashboard target drops it from here, and every
+# check below then covers it too.
+PENDING = {"retrain"}
+DEPLOYED = tuple(s for s in SERVICES if s not in PENDING)
+# The dashboard reads topics by assignment and scrapes the others: no consumer group, no Redis.
+READERS = {"dashboard"}
+STREAM_SERVICES = tuple(s for s in DEPLOYED if s not in READERS)
 # Replicas per service in the Kubernetes manifests.
-K8S_REPLICAS = {"ingest": 2, "predict": 3, "join": 2, "monitor": 1}
+K8S_REPLICAS = {"ingest": 2, "predict": 3, "join": 2, "monitor": 1, "dashboard": 1}
 
 
 # -- loading --------------------------------------------------------------------------------
@@ -201,8 +209,8 @@ def load_healthcheck() -> ModuleType:
 def test_run_choices_are_the_services() -> None:
     assert run_choices() == set(SERVICES)
     assert set(SERVICES) <= set(SERVICE_PORTS)
-    assert set(K8S_REPLICAS) == set(SERVICES)
-    assert SINGLETONS.issubset(SERVICES)
+    assert set(K8S_REPLICAS) == set(DEPLOYED)
+    assert SINGLETONS.issubset(SERVICES) and READERS.issubset(SERVICES)
 
 
 def test_which_services_read_the_artifact_store() -> None:
@@ -213,7 +221,7 @@ def test_which_services_read_the_artifact_store() -> None:
 
 def test_compose_services_run_real_cli_commands() -> None:
     services = modelstream_compose_services()
-    assert {"topics", "model", *SERVICES} <= set(services)
+    assert {"topics", "model", *DEPLOYED} <= set(services)
     for name, svc in services.items():
         if "entrypoint" in svc:
             continue  # a Python one-off: checked below
@@ -360,7 +368,7 @@ def test_compose_ports_match_the_env_and_prometheus() -> None:
         n: s for n, s in modelstream_compose_services().items()
         if s.get("command", [None])[0] == "run"
     }
-    assert set(runners) == set(SERVICES)
+    assert set(runners) == set(DEPLOYED)
     for name, svc in runners.items():
         port = service_port(compose_env(svc), name)
         assert str(port) in [str(p) for p in svc.get("expose", [])], name
@@ -372,7 +380,7 @@ def test_compose_ports_match_the_env_and_prometheus() -> None:
 def test_compose_partitions_cover_the_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
     services = compose_services()
     assert services["predict"]["deploy"]["replicas"] >= 2
-    for name in SERVICES:
+    for name in DEPLOYED:
         svc = services[name]
         replicas = svc.get("deploy", {}).get("replicas", svc.get("scale", 1))
         settings = settings_from(compose_env(svc), monkeypatch)
@@ -405,7 +413,7 @@ def test_monitor_runs_exactly_one_replica() -> None:
                 assert spec.get("minAvailable", 0) == 0 and spec.get("maxUnavailable", 1) != 0, (
                     f"PodDisruptionBudget {pdb['metadata']['name']} blocks evicting {name}"
                 )
-    scalable = set(SERVICES) - SINGLETONS
+    scalable = set(DEPLOYED) - SINGLETONS
     for name in scalable:
         strategy = deployments[f"modelstream-{name}"]["spec"]["strategy"]
         assert strategy["type"] == "RollingUpdate", name
@@ -428,9 +436,10 @@ def test_compose_wiring() -> None:
                 assert (ROOT / source).exists(), f"{name}: {source} does not exist"
     for one_shot in ("topics", "model"):
         assert services[one_shot].get("restart") == "no"
-    for name in SERVICES:
+    for name in DEPLOYED:
         deps = services[name]["depends_on"]
-        assert {"kafka", "redis", "topics"} <= set(deps), name
+        needs = {"kafka", "topics"} if name in READERS else {"kafka", "redis", "topics"}
+        assert needs <= set(deps), name
         assert "healthcheck" in services[name], name
         mounts = services[name].get("volumes", [])
         if reads_artifacts(name):
@@ -710,3 +719,262 @@ def test_prometheus_config_checks() -> None:
     proc = subprocess.run([promtool, "check", "config", str(PROMETHEUS)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- Prometheus rules and Grafana dashboards name metrics that exist ---------------------------
+
+RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
+RULES_TESTS = ROOT / "deploy" / "prometheus" / "rules.test.yml"
+GRAFANA = ROOT / "deploy" / "grafana"
+KEDA = ROOT / "deploy" / "keda"
+# Labels Prometheus adds to every scraped series (the target's, and the relabelled `service`).
+TARGET_LABELS = {"job", "instance", "service"}
+# Series of the process collector every prometheus-client process exports, and Prometheus' own.
+PROCESS_SERIES = {"process_cpu_seconds_total": (), "process_resident_memory_bytes": (),
+                  "up": ()}
+
+
+def known_series() -> dict[str, tuple[str, ...]]:
+    """Every series name services/runtime/metrics.py defines → its label names."""
+    from prometheus_client import Counter, Gauge, Histogram
+
+    from services.runtime import metrics
+
+    out: dict[str, tuple[str, ...]] = dict(PROCESS_SERIES)
+    suffixes = {Counter: ("_total",), Gauge: ("",), Histogram: ("_bucket", "_sum", "_count")}
+    for obj in vars(metrics).values():
+        for kind, ends in suffixes.items():
+            if isinstance(obj, kind):
+                (family,) = obj.describe()
+                for end in ends:
+                    extra = ("le",) if end == "_bucket" else ()
+                    out[family.name + end] = (*obj._labelnames, *extra)  # noqa: SLF001
+    return out
+
+
+def promql_problems(expr: str, where: str) -> list[str]:
+    """Series that metrics.py does not define, and label matchers on labels they lack."""
+    known = known_series()
+    problems = []
+    for name in re.findall(r"\b(?:modelstream|process)_[a-z0-9_]+\b|\bup(?=\{)", expr):
+        if name not in known:
+            problems.append(f"{where}: {name} is not defined in services/runtime/metrics.py")
+    for name, matchers in re.findall(r"\b([a-z_][a-z0-9_]*)\{([^}]*)\}", expr):
+        if name not in known:
+            continue
+        for label in re.findall(r"([a-z_][a-z0-9_]*)\s*(?:=~|!~|!=|=)", matchers):
+            if label not in known[name] and label not in TARGET_LABELS:
+                problems.append(f"{where}: {name} has no label {label}")
+    return problems
+
+
+def _promtool() -> str:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (make system-deps installs Debian's prometheus)")
+    return promtool
+
+
+def test_promql_check_catches_unknown_names() -> None:
+    assert promql_problems('rate(modelstream_events_in_total{service="x"}[1m])', "ok") == []
+    assert promql_problems("modelstream_events_in", "x")  # a counter without _total
+    assert promql_problems('modelstream_model_quality{metrc="accuracy"}', "x")  # a typo
+    assert promql_problems("sum(modelstream_no_such_thing)", "x")
+
+
+def test_prometheus_rules_check() -> None:
+    proc = subprocess.run([_promtool(), "check", "rules", str(RULES)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"SUCCESS: \d+ rules found", proc.stdout)
+
+
+def test_prometheus_rules_fire_in_promtool_tests() -> None:
+    """Every alert has a promtool unit test in which it fires."""
+    proc = subprocess.run([_promtool(), "test", "rules", str(RULES_TESTS)],
+                          capture_output=True, text=True, timeout=60, cwd=RULES_TESTS.parent)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    alerts = {r["alert"] for g in load_yaml(RULES)["groups"] for r in g["rules"] if "alert" in r}
+    fired = {
+        t["alertname"] for case in load_yaml(RULES_TESTS)["tests"]
+        for t in case.get("alert_rule_test", []) if t.get("exp_alerts")
+    }
+    assert alerts == fired
+
+
+def test_prometheus_rules_cover_the_issue_and_name_real_metrics() -> None:
+    rules = [r for g in load_yaml(RULES)["groups"] for r in g["rules"]]
+    names = {r["alert"] for r in rules}
+    assert names == {
+        "ModelstreamFeatureDrift", "ModelstreamAccuracyLow",
+        "ModelstreamEstimatedAccuracyDropping", "ModelstreamConsumerLagGrowing",
+        "ModelstreamDeadLetterRate", "ModelstreamServiceDown", "ModelstreamModelRolledBack",
+    }
+    problems = [p for r in rules for p in promql_problems(r["expr"], r["alert"])]
+    assert problems == []
+    for r in rules:
+        assert r["labels"]["severity"] in ("warning", "critical"), r["alert"]
+        assert r["annotations"]["summary"], r["alert"]
+    config = load_yaml(PROMETHEUS)
+    assert config["rule_files"] == ["rules.yml"]
+    mounts = compose_services()["prometheus"]["volumes"]
+    assert "./deploy/prometheus/rules.yml:/etc/prometheus/rules.yml:ro" in mounts
+
+
+def grafana_dashboards() -> dict[str, dict[str, Any]]:
+    return {p.name: json.loads(p.read_text())
+            for p in sorted((GRAFANA / "dashboards").glob("*.json"))}
+
+
+def test_grafana_dashboards_are_well_formed() -> None:
+    dashboards = grafana_dashboards()
+    assert set(dashboards) == {"operations.json", "model-quality.json"}
+    (datasource,) = load_yaml(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")[
+        "datasources"]
+    assert datasource["type"] == "prometheus"
+    assert datasource["url"] == "http://prometheus:9090"
+    uids = set()
+    for name, d in dashboards.items():
+        assert d["uid"] not in uids and d["title"] and isinstance(d["schemaVersion"], int), name
+        uids.add(d["uid"])
+        ids = [p["id"] for p in d["panels"]]
+        assert len(ids) == len(set(ids)), f"{name}: panel ids repeat"
+        cells: set[tuple[int, int]] = set()
+        for p in d["panels"]:
+            where = f"{name}: {p['title']}"
+            assert p["type"] in ("timeseries", "stat", "table", "heatmap", "gauge"), where
+            assert p["datasource"] == {"type": "prometheus", "uid": datasource["uid"]}, where
+            g = p["gridPos"]
+            assert g["x"] >= 0 and g["x"] + g["w"] <= 24 and g["h"] > 0, where
+            for x in range(g["x"], g["x"] + g["w"]):  # panels do not overlap
+                for y in range(g["y"], g["y"] + g["h"]):
+                    assert (x, y) not in cells, f"{where} overlaps another panel"
+                    cells.add((x, y))
+            refs = [t["refId"] for t in p["targets"]]
+            assert p["targets"] and len(refs) == len(set(refs)), where
+            for t in p["targets"]:
+                assert t["expr"].strip(), where
+
+
+def test_grafana_dashboards_name_real_metrics() -> None:
+    problems = [
+        problem
+        for name, d in grafana_dashboards().items()
+        for p in d["panels"] for t in p["targets"]
+        for problem in promql_problems(t["expr"], f"{name}: {p['title']}")
+    ]
+    assert problems == []
+    used = {n for d in grafana_dashboards().values() for p in d["panels"] for t in p["targets"]
+            for n in re.findall(r"\bmodelstream_[a-z0-9_]+", t["expr"])}
+    for wanted in ("modelstream_events_in_total", "modelstream_consumer_lag",
+                   "modelstream_prediction_latency_seconds_bucket", "modelstream_model_quality",
+                   "modelstream_feature_drift", "modelstream_events_rejected_total"):
+        assert wanted in used, wanted
+
+
+def test_compose_grafana_is_provisioned() -> None:
+    grafana = compose_services()["grafana"]
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in grafana["volumes"]}
+    assert mounts["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    (provider,) = load_yaml(GRAFANA / "provisioning" / "dashboards" / "modelstream.yml")[
+        "providers"]
+    assert mounts[provider["options"]["path"]] == "./deploy/grafana/dashboards"
+    assert grafana["depends_on"]["prometheus"]["condition"] == "service_healthy"
+    home = compose_env(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.rpartition("/")[2] in grafana_dashboards()
+    for port in grafana["ports"]:
+        assert str(port).startswith("127.0.0.1:"), "Grafana listens on loopback only"
+
+
+# -- the dashboard's targets ------------------------------------------------------------------
+
+
+def test_compose_dashboard_scrapes_every_service() -> None:
+    services = compose_services()
+    dash = services["dashboard"]
+    env = compose_env(dash)
+    targets = json.loads(env["MODELSTREAM_DASHBOARD_TARGETS"])
+    assert set(targets) == set(STREAM_SERVICES)
+    for name, hostport in targets.items():
+        host, _, port = hostport.rpartition(":")
+        assert host == name and host in services
+        assert int(port) == service_port(compose_env(services[name]), name)
+    assert dash["ports"] == [f"127.0.0.1:{SERVICE_PORTS['dashboard']}:{SERVICE_PORTS['dashboard']}"]
+
+
+def test_k8s_dashboard_scrapes_every_service() -> None:
+    (dep,) = [d for n, d in applied_objects("Deployment").items() if n == "modelstream-dashboard"]
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    targets = json.loads(container_env(c)["MODELSTREAM_DASHBOARD_TARGETS"])
+    assert set(targets) == set(STREAM_SERVICES)
+    services = applied_objects("Service")
+    for hostport in targets.values():
+        host, _, port = hostport.rpartition(":")
+        svc = services[host]
+        assert svc["spec"]["clusterIP"] == "None", f"{host}: headless, one address per pod"
+        assert [p["port"] for p in svc["spec"]["ports"]] == [int(port)]
+
+
+# -- KEDA -------------------------------------------------------------------------------------
+
+
+def scaled_objects() -> dict[str, dict[str, Any]]:
+    docs = [d for d in yaml.safe_load_all((KEDA / "scaledobjects.yaml").read_text()) if d]
+    assert all(d["apiVersion"] == "keda.sh/v1alpha1" and d["kind"] == "ScaledObject"
+               for d in docs)
+    return {d["spec"]["scaleTargetRef"]["name"]: d for d in docs}
+
+
+def test_keda_scales_each_consumer_service_on_its_group_lag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.cli.inspect import GROUPS
+
+    settings = settings_from(configmap_env(), monkeypatch)
+    deployments = applied_objects("Deployment")
+    objects = scaled_objects()
+    scaled = set(STREAM_SERVICES) - SINGLETONS
+    assert set(objects) == {f"modelstream-{s}" for s in scaled}
+    for service in scaled:
+        so = objects[f"modelstream-{service}"]
+        spec = so["spec"]
+        assert set(spec) <= {"scaleTargetRef", "minReplicaCount", "maxReplicaCount",
+                             "pollingInterval", "cooldownPeriod", "advanced", "triggers",
+                             "idleReplicaCount", "fallback"}, service
+        ref = spec["scaleTargetRef"]
+        assert ref.get("kind", "Deployment") == "Deployment"
+        assert ref.get("apiVersion", "apps/v1") == "apps/v1"
+        dep = deployments[ref["name"]]
+        assert spec["minReplicaCount"] == dep["spec"]["replicas"] >= 1, service
+        # More replicas than partitions would sit idle.
+        assert spec["minReplicaCount"] <= spec["maxReplicaCount"] <= settings.partitions
+        topics = set()
+        for trigger in spec["triggers"]:
+            assert trigger["type"] == "kafka", service
+            meta = trigger["metadata"]
+            assert meta["bootstrapServers"] == settings.kafka_bootstrap
+            assert meta["consumerGroup"] == f"{settings.topic_prefix}modelstream-{service}"
+            assert int(meta["lagThreshold"]) > 0
+            assert meta.get("allowIdleConsumers", "false") == "false"
+            assert all(isinstance(v, str) for v in meta.values()), "KEDA metadata are strings"
+            topics.add(meta["topic"])
+        assert topics == {settings.topics.name(t) for t in GROUPS[service]}, service
+    for singleton in SINGLETONS:
+        assert f"modelstream-{singleton}" not in objects
+
+
+def test_keda_overlay_renders() -> None:
+    kustomization = load_yaml(KEDA / "kustomization.yaml")
+    assert kustomization["resources"] == ["../kubernetes", "scaledobjects.yaml"]
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    proc = subprocess.run([kubectl, "kustomize", str(KEDA)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rendered = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in rendered}
+    assert {("ScaledObject", n) for n in scaled_objects()} <= kinds
+    assert ("Deployment", "modelstream-dashboard") in kinds
+    for d in rendered:
+        assert d["metadata"]["labels"]["app.kubernetes.io/part-of"] == "modelstream"
