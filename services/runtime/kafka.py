@@ -63,6 +63,7 @@ def create_topics(settings: Settings, timeout: float = 10.0) -> dict[str, int]:
             topics.name(base),
             num_partitions=topics.partitions_for(base, settings.partitions),
             replication_factor=settings.replication_factor,
+            config=topics.config_for(base),
         )
         for base in ALL_TOPICS
         if topics.name(base) not in existing

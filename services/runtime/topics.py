@@ -36,6 +36,8 @@ ALL_TOPICS: tuple[str, ...] = (
 
 # The registry is replayed from the start by every service, so it keeps one ordered partition.
 SINGLE_PARTITION: frozenset[str] = frozenset({MODEL_EVENTS})
+# The registry is its log: replaying model.events must always reach the first registration.
+KEEP_FOREVER: frozenset[str] = frozenset({MODEL_EVENTS})
 
 
 @dataclass(frozen=True)
@@ -92,3 +94,7 @@ class Topics:
 
     def partitions_for(self, base: str, default: int) -> int:
         return 1 if base in SINGLE_PARTITION else default
+
+    def config_for(self, base: str) -> dict[str, str]:
+        """Topic-level configuration set at creation (the broker's defaults otherwise)."""
+        return {"retention.ms": "-1", "retention.bytes": "-1"} if base in KEEP_FOREVER else {}
