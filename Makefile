@@ -18,12 +18,21 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/modelstream demo
 
-## system-deps: Debian's kcat and the kafkajs client used by the interoperability tests
+## system-deps: Debian's kcat, chromium and prometheus (promtool), and the kafkajs client, for the tests
 system-deps:
 	@command -v kcat >/dev/null 2>&1 || { \
 	  echo "installing kcat (Debian package)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq kcat >/dev/null; }
+	@# chromium: the dashboard's browser test; prometheus: promtool and the scrape test.
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	  command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing$$missing (Debian packages)"; \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  fi
 	@if command -v npm >/dev/null 2>&1 && [ ! -d $(NODE_DIR)/node_modules/kafkajs ]; then \
 	  echo "installing kafkajs (npm)"; npm ci --prefix $(NODE_DIR) --silent --no-audit --no-fund; fi
 
