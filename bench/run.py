@@ -445,9 +445,9 @@ def method(plan: Plan) -> list[str]:
         "join, Redis per pending prediction: Valkey's INFO used_memory at the end of phase 1 "
         "of the predictions-first run minus before it (every measurement has its own key "
         "prefix, and the keys of each are deleted after it), divided by the predictions "
-        "stored: the join state (hash, TTL, due-set entry) of a prediction awaiting its "
-        "outcome, with the demo model's 9-feature snapshot. The outcomes-first run's figure "
-        "per pending outcome is in its notes.",
+        "stored: the join state (packed string with a TTL, window-bucket entry) of a "
+        "prediction awaiting its outcome, with the demo model's 9-feature snapshot. The "
+        "outcomes-first run's figure per pending outcome is in its notes.",
         f"monitor: services.monitor.service.build in one process with default settings (every "
         "quality metric, drift of the 9 demo features and of the score, the label-free "
         "estimate, concept drift, alerts; evaluation every monitor_eval_seconds, checkpoint "
