@@ -23,7 +23,8 @@ closes in that second (an event is listed once, when its state is created), and 
 counts predictions that never got an outcome and outcomes that never found a prediction, and
 deletes their state; memory is bounded by the window. ``join:pending`` counts the listed
 events. A bucket closes at the end of its second, so a window closes up to a second late; the
-TTLs allow for that.
+TTLs allow for that. A sweep later than the grace period finds the state of the bucket's
+events expired: they are closed without being counted as expired or unmatched.
 
 Why the source is stored: after a crash, the batch in hand is consumed again. When the record
 that labeled a prediction comes again (same topic, partition, offset), its labeled record is
@@ -63,6 +64,9 @@ WAITING, LABELED, IGNORED, REPLAYED = 0, 1, 2, 3  # predictions
 FIRST, DUPLICATE, CORRECTION, OUTCOME_REPLAY = 1, 2, 3, 4  # outcomes
 
 BUCKET_MS = 1000
+# A bucket outlives the state of its events by this much: a sweep that comes late (after the
+# state expired) still closes it, and the pending count stays exact.
+BUCKET_SLACK_MS = 3600 * 1000
 
 # ARGV: the key names (event base, bucket base, buckets, pending counter), the number of
 # window classes W, then W triples (event TTL, bucket second, bucket TTL), then the records:
@@ -302,7 +306,7 @@ class JoinBatch:
             # The bucket is the second the window closes in, rounded up: never early.
             second = -(-(self.now_ms + window_ms) // BUCKET_MS)
             ttl = window_ms + s.grace_ms + BUCKET_MS
-            head += (ttl, second, ttl + s.grace_ms)
+            head += (ttl, second, ttl + BUCKET_SLACK_MS)
         return head + self._records
 
 
