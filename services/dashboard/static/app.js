@@ -70,6 +70,11 @@ function lineChart(el, t, series, opts = {}) {
     });
     if (d) svg += `<path d="${d}" fill="none" stroke="${s.color}" stroke-width="1.6"` +
       `${s.dash ? ' stroke-dasharray="5 3"' : ""} vector-effect="non-scaling-stroke"/>`;
+    // A point with no neighbour draws no line: mark it.
+    s.values.forEach((v, i) => {
+      if (v !== null && (s.values[i - 1] ?? null) === null && (s.values[i + 1] ?? null) === null)
+        svg += `<circle cx="${x(t[i]).toFixed(1)}" cy="${y(v).toFixed(1)}" r="2.5" fill="${s.color}"/>`;
+    });
   }
   svg += "</svg>";
   const legend = series.map(s => `<span><i style="background:${s.color}"></i>${esc(s.name)} ` +
