@@ -76,9 +76,11 @@ class TopicHistory:
             "alert_id", "model", "model_version", "role", "kind", "metric", "feature", "value",
             "threshold", "severity", "state", "message", "raised_at")}
         self.alert_events.append(event)
-        opened = self.alerts.get(a["alert_id"], {}).get("opened_at")
-        self.alerts[a["alert_id"]] = {
-            **event, "opened_at": opened if opened and a["state"] != "firing" else a["raised_at"]}
+        before = self.alerts.get(a["alert_id"])
+        # An episode opens with its first firing event; escalations and the resolution keep it.
+        ongoing = before is not None and (before["state"] == "firing" or a["state"] != "firing")
+        opened = before["opened_at"] if ongoing and before else a["raised_at"]
+        self.alerts[a["alert_id"]] = {**event, "opened_at": opened}
         if len(self.alerts) > MAX_ALERT_EVENTS:
             resolved = [k for k, v in self.alerts.items() if v["state"] != "firing"]
             for k in resolved[: len(self.alerts) - MAX_ALERT_EVENTS]:

@@ -35,6 +35,7 @@ FAMILIES = (
     "process_resident_memory_bytes",
 )
 SELF = "dashboard"
+RATES = ("events_in", "events_out", "cpu")
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ class ScrapeHistory:
                                      d["statistic"])] = v
             if before is None:
                 continue
+            row["rated"] = 1.0
             t0, prev = before
             dt = max(ts - t0, 1e-3)
             for field, name in (("events_in", "modelstream_events_in_total"),
@@ -151,7 +153,10 @@ class ScrapeHistory:
         point: dict[str, Any] = {"t": int(ts * 1000), "services": {}}
         for service, row in per_service.items():
             row["cpu"] *= 100.0  # percent of one core
-            point["services"][service] = {k: _round(v, 2) for k, v in row.items()}
+            rated = row.pop("rated", 0.0)
+            point["services"][service] = {
+                # A rate needs two scrapes of one replica: none yet is no rate, not zero.
+                k: None if k in RATES and not rated else _round(v, 2) for k, v in row.items()}
         p50, p99 = histogram_quantile(0.5, latency), histogram_quantile(0.99, latency)
         point["latency_p50_ms"] = _round(p50 * 1000 if p50 is not None else None, 2)
         point["latency_p99_ms"] = _round(p99 * 1000 if p99 is not None else None, 2)
