@@ -127,3 +127,17 @@ def test_the_bench_runs_the_monitors_own_concept_detector() -> None:
         expected += [start + i for i in det.update_many(e[start:start + 250])]
     got = run_detector(DetectorSpec("cusum", 1e6), e, 250).tolist()
     assert got == expected and got and got[0] >= 30_000
+
+
+def test_the_plot_is_a_png_with_misses_drawn_at_the_horizon(tmp_path) -> None:
+    from bench import detection as d
+
+    keys = (d.CUSUM, d.ADWIN, d.ADWIN_CAL, d.HDDM, d.HDDM_CAL, d.GLR)
+    scenarios = {name: {"detectors": {k: _summary([None] * 3 if k == d.GLR else [900] * 3,
+                                                  [None] * 3 if k == d.GLR else [800] * 3,
+                                                  0, 5_000.0) for k in keys}}
+                 for name in (*d.CONCEPT, d.LABEL_SHIFT)}
+    results = {"scenarios": scenarios, "plan": {"horizon": 20_000, "seeds": 3},
+               "calibration": {"null_error_events": 1_000}}
+    out = d.plot(results, tmp_path / "delays.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
