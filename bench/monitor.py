@@ -10,7 +10,8 @@ labeled records untimed (W = 10,000 by default: the monitor remembers the last 4
 cheaper until that memory is full; every sliding window fills too). Then, with the clock
 stopped and the consumer's fetching paused, N more of each stream are produced, and timed by
 :func:`throughput.measure_loop` from the next batch, fetching included, as for the other
-services. The handler publishes nothing (snapshots and alerts come from the idle ticks), so
+services. The handler publishes nothing here (snapshots and drift alerts come from the idle
+ticks; a concept-drift alert would leave with its batch, and these records have none), so
 the clock stops when the loop, stopped after the batch completing the records, flushes on its
 way out. labeled events/s = 2N / that time: both streams' records.
 
