@@ -205,6 +205,13 @@ class Settings(BaseSettings):
             kwargs["ssl_ca_certs"] = self.redis_ssl_ca_certs
         return kwargs
 
+    def __repr_args__(self) -> Any:
+        # repr() and str() (tracebacks, debuggers, logs of the object) cut URL passwords too.
+        for name, value in super().__repr_args__():
+            if name in ("redis_url", "schema_registry_url") and isinstance(value, str):
+                value = redact_url(value)
+            yield name, value
+
     def redacted(self) -> dict[str, Any]:
         """Settings safe to print or log: secrets masked, passwords cut from URLs."""
         out = self.model_dump(mode="json")
