@@ -4,11 +4,13 @@ a candidate that does not beat the champion rejected; alert triggers with cooldo
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -39,16 +41,47 @@ RETRAIN_ENV = {
 }
 
 
-MODELS = ("agrawal", "agrawal-r", "agrawal-a")  # one per test: jobs and cooldowns are per model
+MODELS = ("agrawal", "agrawal-r", "agrawal-a", "agrawal-k")  # one per test: jobs are per model
+
+
+class RetrainProcess:
+    """`modelstream run retrain` as a child process that a test can kill -9 and start again."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**settings_env(self.settings), **RETRAIN_ENV}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "services.cli.main", "run", "retrain"],
+                env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int | None:
+        assert self.proc is not None
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        return self.proc.returncode
 
 
 @pytest.fixture(scope="module")
-def stack(
+def service(
     servers: tuple[EmbeddedServer, EmbeddedServer], demo_store: ArtifactStore,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Settings]:
+) -> Iterator[RetrainProcess]:
     """One retrain service for the module, on topics of its own, over a store of its own
-    (new versions must not leak into other tests) holding the demo model under three names."""
+    (new versions must not leak into other tests) holding the demo model under one name per
+    test."""
     broker, valkey = servers
     root = tmp_path_factory.mktemp("retrain")
     store = ArtifactStore(root / "artifacts")
@@ -61,18 +94,16 @@ def stack(
                  artifact_dir=store.root, metrics_port=0)
     kafka.create_topics(s)
     adopt_store(s, store)
-    log = open(root / "retrain.log", "wb")  # noqa: SIM115
-    env = {**settings_env(s), **RETRAIN_ENV}
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli.main", "run", "retrain"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    yield s
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-    assert proc.returncode == 0, (root / "retrain.log").read_text()[-4000:]
+    retrain = RetrainProcess(s, root / "retrain.log")
+    retrain.start()
+    yield retrain
+    code = retrain.stop()
+    assert code == 0, retrain.log_path.read_text()[-4000:]
+
+
+@pytest.fixture
+def stack(service: RetrainProcess) -> Settings:
+    return service.settings
 
 
 def _valid_events(
@@ -206,3 +237,45 @@ def test_alerts_trigger_once_per_cooldown(stack):
     requests = [r["request_id"] for r in read(s, "retrain.requests", 3, timeout=2)
                 if r["model"] == "agrawal-a"]
     assert sorted(requests) == ["alert:a-1", "alert:a-1", "alert:a-2"]
+
+
+def _shadow_evidence(model: str, n: int, shadow_right: float, champion_right: float,
+                     start: int = 0) -> list[tuple[bytes, bytes]]:
+    """Labeled predictions of the same events by the champion v1 and the shadow v2."""
+    now = int(time.time() * 1000)
+    out = []
+    for i in range(start, start + n):
+        for version, role, right in (("1", "champion", champion_right),
+                                     ("2", "shadow", shadow_right)):
+            label = "1" if (i % 100) < right * 100 else "0"
+            out.append((f"c-{i}".encode(), orjson.dumps({
+                "prediction_id": f"p-{version}-{i}", "event_id": f"s-{i}",
+                "entity_id": f"c-{i}", "model": model, "model_version": version, "role": role,
+                "served": role == "champion", "label": label, "score": 0.5, "scores": {},
+                "features": {}, "event_time": now, "predicted_at": now, "latency_ms": 1.0,
+                "outcome_label": "1", "outcome_value": None, "outcome_time": now,
+                "label_delay_ms": 5, "correct": label == "1", "labeled_at": now})))
+    return out
+
+
+def test_a_restart_while_staged_resumes_the_comparison(service: RetrainProcess) -> None:
+    s = service.settings
+    produce(s, "predictions.labeled", _labeled_records(
+        _valid_events(800, seed=31, function=2, prefix="k", model="agrawal-k")))
+    request = manual_request("agrawal-k", requested_by="carol", reason="restart test")
+    send_request(s, request)
+    job = job_id_for(request.request_id)
+    _job_steps(s, job, {"staged", "rejected", "failed"}, timeout=60)
+
+    service.kill()  # kill -9 in the middle of the shadow comparison
+    produce(s, "predictions.labeled", _shadow_evidence("agrawal-k", 120, 0.9, 0.6))
+    service.start()
+    produce(s, "predictions.labeled", _shadow_evidence("agrawal-k", 120, 0.9, 0.6, start=120))
+    steps = _job_steps(s, job, {"promoted", "rejected", "failed"}, timeout=60)
+    assert [r["step"] for r in steps] == [
+        "started", "data_gathered", "trained", "validated", "staged", "promoted"]
+    assert steps[-1]["metrics"]["live_events"] == 240
+    record = read_state(s).models["agrawal-k"]
+    assert record.champion == "2"
+    assert [h.event.transition for h in record.history if h.event.version == "2"] == [
+        "registered", "shadow", "champion"]
