@@ -1,5 +1,5 @@
 """A short soak (the long one is ``make soak``): the pipeline's maximum measured with a burst,
-then 80% of it for 20 s, then predict stopped while the load goes on and resumed: no service
+then 80% of it for 15 s, then predict stopped while the load goes on and resumed: no service
 exits, the backlog drains, memory does not follow the backlog, and every topic reconciles."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ def test_soak_at_80_percent_then_a_stalled_consumer(settings, tmp_path):
     valkey = RestartableValkey(free_port(), tmp_path / "valkey")
     valkey.start()
     lines: list[str] = []
-    seconds = 20.0
+    seconds = 15.0
     try:
         result = run_soak(settings, valkey, tmp_path / "logs", seconds=seconds, fraction=0.8,
-                          stall_seconds=8.0, burst=3000, log=lines.append)
+                          stall_seconds=6.0, burst=3000, log=lines.append)
     finally:
         valkey.stop()
     summary = result.summary(warm=seconds / 4, soak_end=seconds)
