@@ -46,18 +46,22 @@ KUSTOMIZATION = K8S / "kustomization.yaml"
 SETTINGS_ENV = {f"MODELSTREAM_{name.upper()}" for name in Settings.model_fields}
 SECRET_FILE_ENV = {f"MODELSTREAM_{name.upper()}_FILE" for name in _SECRET_FILES}
 WORKLOAD_KINDS = {"Deployment", "Job"}
-# Services that must run as exactly one replica: the monitor's windows must see every partition.
-SINGLETONS = {"monitor"}
+# Services that run as exactly one replica: the monitor's windows must see every partition; the
+# retrain coordinator is the low-volume control plane (more replicas would only wait).
+SINGLETONS = {"monitor", "retrain"}
+# Services that publish new model versions: they mount the artifact store read-write.
+WRITERS = {"retrain"}
 # Services whose deployment files come with the service itself. retrain: whoever lands its
 # compose service, Deployment, scrape job and dashboard target drops it from here, and every
 # check below then covers it too.
-PENDING = {"retrain"}
+PENDING: set[str] = set()
 DEPLOYED = tuple(s for s in SERVICES if s not in PENDING)
 # The dashboard reads topics by assignment and scrapes the others: no consumer group, no Redis.
 READERS = {"dashboard"}
 STREAM_SERVICES = tuple(s for s in DEPLOYED if s not in READERS)
 # Replicas per service in the Kubernetes manifests.
-K8S_REPLICAS = {"ingest": 2, "predict": 3, "join": 2, "monitor": 1, "dashboard": 1}
+K8S_REPLICAS = {"ingest": 2, "predict": 3, "join": 2, "monitor": 1, "dashboard": 1,
+                "retrain": 1}
 
 
 # -- loading --------------------------------------------------------------------------------
@@ -442,7 +446,10 @@ def test_compose_wiring() -> None:
         assert needs <= set(deps), name
         assert "healthcheck" in services[name], name
         mounts = services[name].get("volumes", [])
-        if reads_artifacts(name):
+        if name in WRITERS:
+            assert "model" in deps, name
+            assert "artifacts:/artifacts" in mounts, name
+        elif reads_artifacts(name):
             assert "model" in deps, name
             assert "artifacts:/artifacts:ro" in mounts, name
         else:
@@ -510,7 +517,7 @@ def test_k8s_deployments_probes_resources_security() -> None:
 def test_k8s_writable_tmp_and_readonly_artifacts() -> None:
     (pvc,) = applied_objects("PersistentVolumeClaim").values()
     assert pvc["metadata"]["name"] == "modelstream-artifacts"
-    assert pvc["spec"]["accessModes"] == ["ReadOnlyMany"]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
     for name, pod in workloads():
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
         for c in pod["containers"]:
@@ -519,13 +526,17 @@ def test_k8s_writable_tmp_and_readonly_artifacts() -> None:
                 assert "emptyDir" in volumes[mounts["/tmp"]["name"]], f"{name}: /tmp"
             artifact_dir = container_env(c).get("MODELSTREAM_ARTIFACT_DIR")
             claims = {v.get("persistentVolumeClaim", {}).get("claimName") for v in volumes.values()}
-            if c["args"][0] != "run" or not reads_artifacts(c["args"][1]):
+            writes = c["args"][0] == "run" and c["args"][1] in WRITERS
+            if not writes and (c["args"][0] != "run" or not reads_artifacts(c["args"][1])):
                 assert "modelstream-artifacts" not in claims, f"{name} needs no artifacts"
                 continue
             mount = mounts[artifact_dir]
             claim = volumes[mount["name"]]["persistentVolumeClaim"]
             assert claim["claimName"] == "modelstream-artifacts"
-            assert mount["readOnly"] is True and claim["readOnly"] is True
+            if writes:
+                assert not mount.get("readOnly") and not claim.get("readOnly"), name
+            else:
+                assert mount["readOnly"] is True and claim["readOnly"] is True
 
 
 def test_k8s_headless_services_and_disruption_budgets() -> None:
