@@ -60,7 +60,7 @@ WORKDIR /var/lib/modelstream
 USER 10001:10001
 
 # /metrics, /healthz and /readyz: ingest 9301, predict 9302 (MODELSTREAM_METRICS_PORT overrides).
-EXPOSE 9301 9302 9303 9304
+EXPOSE 9300 9301 9302 9303 9304 9305
 
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "/usr/local/bin/modelstream-healthcheck", "/healthz"]
