@@ -11,6 +11,11 @@ prediction for every outcome.
 
 Redis memory per pending record: Valkey's ``used_memory`` at the end of phase 1 minus before
 it, over N: the join state of N predictions (or outcomes) waiting for their other side.
+
+Redis CPU per record: Valkey's CPU time (``INFO cpu``, user + system) from before the loop
+starts to after it ends, over the 2N records: the server's share of the work, which runs
+beside the process's own (on another core when there is one). Valkey is idle otherwise
+(the group join, the pause), so the window barely inflates it.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class JoinTiming:
     loop: LoopTiming
     labeled: int  # predictions.labeled records acknowledged
     memory_per_pending: float  # bytes of Redis per record of the first stream
+    redis_cpu_seconds: float  # Valkey's CPU time over the run
 
     @property
     def rate(self) -> float:
@@ -51,7 +57,9 @@ class JoinTiming:
         return (f"{self.outcomes:,} outcomes in {self.loop.seconds:.2f} s: {self.first} stored "
                 f"{first_rate:,.0f}/s, then {second} labeling {second_rate:,.0f}/s "
                 f"({self.loop.split()}); {self.labeled:,} labeled; Redis "
-                f"{self.memory_per_pending:,.0f} B per pending {self.first[:-1]}")
+                f"{self.memory_per_pending:,.0f} B per pending {self.first[:-1]}; CPU per "
+                f"record: process {self.loop.cpu_per_event_us:.1f} µs, Redis "
+                f"{self.redis_cpu_seconds / (2 * self.outcomes) * 1e6:.1f} µs")
 
 
 def measure_join(
@@ -72,18 +80,24 @@ def measure_join(
         memory.append(int(redis.info("memory")["used_memory"]))
         produce_all(s, *streams[second], producer)
 
+    def redis_cpu() -> float:
+        info = redis.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
     try:
         produce_all(s, *streams[first], producer)
         memory.append(int(redis.info("memory")["used_memory"]))
         loop = build(s)
+        cpu = redis_cpu()
         timing = measure_loop(loop, 2 * n, timeout, profiler, pause_at=n, pause=between)
+        cpu = redis_cpu() - cpu
         labeled = acknowledged(loop.service, s, [topics.PREDICTIONS_LABELED]).get(
             topics.PREDICTIONS_LABELED, 0)
         if timing.first_phase_records != n or timing.consumed != 2 * n or labeled != n:
             raise RuntimeError(f"join handled {timing.first_phase_records:,} + "
                                f"{timing.consumed - timing.first_phase_records:,} records and "
                                f"labeled {labeled:,}, expected {n:,} each")
-        return JoinTiming(first, n, timing, labeled, (memory[1] - memory[0]) / n)
+        return JoinTiming(first, n, timing, labeled, (memory[1] - memory[0]) / n, cpu)
     finally:
         stack.drop_topics(s)
         stack.drop_keys(s)
