@@ -37,7 +37,8 @@ is counted (``modelstream_join_outcomes_total{result="correction"}``).
 
 A batch is one script call: every record of a consumed batch, in order, applied atomically in
 one round trip, so replicas of join may race freely. The script touches keys derived from the
-event ids, so the state needs one Redis (a primary, with replicas or Sentinel), not a cluster.
+event ids, so the state needs one Redis (a primary, with replicas or Sentinel), not a cluster;
+Redis 7.0 or later, or Valkey (``SET`` with both ``NX`` and ``GET``, ``PEXPIRE`` with ``GT``).
 """
 
 from __future__ import annotations
