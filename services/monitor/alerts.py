@@ -134,6 +134,7 @@ class _Track:
     run: int = 0  # consecutive evaluations past a threshold (or, while firing, cleared)
     critical_run: int = 0  # consecutive evaluations past the critical threshold
     opened_ms: int = 0  # window_end of the evaluation that opened the episode
+    kind: str = ""  # the rule's kind when the episode opened (for the firing-alert gauge)
 
 
 class AlertBook:
@@ -145,6 +146,12 @@ class AlertBook:
     def active(self) -> dict[AlertKey, Severity]:
         """``{key: severity}`` of every episode currently firing."""
         return {k: t.severity for k, t in self._tracks.items() if t.severity is not None}
+
+    def firing(self) -> dict[AlertKey, tuple[str, Severity]]:
+        """``{key: (kind, severity)}`` of every episode currently firing: what the
+        ``modelstream_alerts_firing`` gauge exports, labelled by the rule's real kind."""
+        return {k: (t.kind, t.severity) for k, t in self._tracks.items()
+                if t.severity is not None}
 
     def evaluate(
         self,
@@ -167,6 +174,7 @@ class AlertBook:
             severity: Severity = "critical" if track.critical_run >= rule.fire_after else "warning"
             track.severity, track.run = severity, 0
             track.opened_ms = window[1]
+            track.kind = rule.kind
             return [self._event(key, track, rule, value, "firing", now_ms, window)]
         events = []
         if track.severity == "warning" and track.critical_run >= rule.fire_after:
@@ -192,14 +200,16 @@ class AlertBook:
                 "run": t.run,
                 "critical_run": t.critical_run,
                 "opened_ms": t.opened_ms,
+                "kind": t.kind,
             }
             for k, t in self._tracks.items()
         ]
 
     def load(self, state: Iterable[dict[str, Any]]) -> None:
-        """Restore what ``state()`` returned."""
+        """Restore what ``state()`` returned (a checkpoint without kinds restores them as "")."""
         self._tracks = {
-            AlertKey(*s["key"]): _Track(s["severity"], s["run"], s["critical_run"], s["opened_ms"])
+            AlertKey(*s["key"]): _Track(s["severity"], s["run"], s["critical_run"], s["opened_ms"],
+                                        s.get("kind", ""))
             for s in state
         }
 

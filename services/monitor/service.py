@@ -274,9 +274,9 @@ class ModelMonitor:
 
     def _export_active(self) -> None:
         metrics.ALERTS_FIRING.clear()
-        for key, severity in self.alerts.active().items():
-            metrics.ALERTS_FIRING.labels(key.model, key.version, key.role, "-", key.metric,
-                                         key.feature or "", severity).set(1)
+        for key, (kind, severity) in self.alerts.firing().items():
+            metrics.ALERTS_FIRING.labels(key.model, key.version, key.role, kind or "-",
+                                         key.metric, key.feature or "", severity).set(1)
 
     # -- checkpoints ---------------------------------------------------------------------
 

@@ -121,6 +121,35 @@ def test_state_survives_a_checkpoint_mid_episode() -> None:
     assert events[0].alert_id == [e for _, e in _run(AlertBook(), rule, [0.5])][0].alert_id
 
 
+def test_firing_alerts_carry_their_rule_kind_into_the_gauge() -> None:
+    from types import SimpleNamespace
+
+    from services.monitor.service import ModelMonitor
+    from services.runtime import metrics
+
+    book = AlertBook()
+    drift = AlertRule(kind="drift", warning=0.2)
+    quality = AlertRule(kind="performance", direction="below", warning=0.9, critical=0.7)
+    concept = AlertKey("agrawal", "3", "champion", "concept_drift")
+    _run(book, drift, [0.5])
+    _run(book, quality, [0.5], concept)
+    assert book.firing() == {KEY: ("drift", "warning"), concept: ("performance", "critical")}
+    restored = AlertBook()
+    restored.load(json.loads(json.dumps(book.state())))
+    assert restored.firing() == book.firing()
+
+    ModelMonitor._export_active(SimpleNamespace(alerts=restored))  # type: ignore[arg-type]
+    firing = {
+        (s.labels["metric"], s.labels["kind"], s.labels["severity"])
+        for m in metrics.ALERTS_FIRING.collect() for s in m.samples if s.value == 1
+    }
+    assert firing == {("psi", "drift", "warning"), ("concept_drift", "performance", "critical")}
+    restored.evaluate(KEY, 0.0, drift, now_ms=5, window=(0, 5))  # resolves
+    ModelMonitor._export_active(SimpleNamespace(alerts=restored))  # type: ignore[arg-type]
+    assert [s.labels["kind"] for m in metrics.ALERTS_FIRING.collect() for s in m.samples] == [
+        "performance"]
+
+
 def test_rules_are_validated() -> None:
     with pytest.raises(ValueError):
         AlertRule(kind="drift")
