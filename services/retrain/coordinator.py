@@ -186,7 +186,7 @@ class Coordinator:
 
         end = request.window_end or now_ms()
         start = request.window_start or end - int(s.retrain_window_seconds * 1000)
-        records = read_window(s, job.model, start, end)
+        records = read_window(s, job.model, start, end, latest=s.retrain_max_records)
         data = gather_training_set(records, parent_card, s.retrain_holdout_fraction, (start, end))
         if data.rows < s.retrain_min_examples or len(data.y_holdout) == 0:
             raise JobFailed(

@@ -47,7 +47,9 @@ class LabeledReader:
     client (on Kafka the start offset is exact and the filter drops nothing).
     """
 
-    def __init__(self, settings: Settings, model: str, since_ms: int) -> None:
+    def __init__(
+        self, settings: Settings, model: str, since_ms: int, *, latest: int | None = None
+    ) -> None:
         self.model = model
         self.since_ms = since_ms
         self.topic = settings.topics.predictions_labeled
@@ -62,9 +64,15 @@ class LabeledReader:
         found = self._consumer.offsets_for_times(
             [TopicPartition(self.topic, p, since_ms) for p in parts], timeout=10)
         # -1: nothing that recent; start at the end (OFFSET_END).
-        self._consumer.assign([TopicPartition(self.topic, tp.partition,
-                                              tp.offset if tp.offset >= 0 else -1)
-                               for tp in found])
+        start = {tp.partition: tp.offset if tp.offset >= 0 else -1 for tp in found}
+        if latest is not None:  # at most about `latest` records: the most recent ones
+            share = -(-latest // max(len(parts), 1))
+            for p in parts:
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), timeout=10)
+                if start[p] >= 0:
+                    start[p] = max(start[p], high - share)
+        self._consumer.assign([TopicPartition(self.topic, p, o) for p, o in start.items()])
         self._at_end = dict.fromkeys(parts, False)
 
     def read_new(
@@ -166,9 +174,13 @@ def gather_training_set(
                        dropped=len(rows) - len(keep))
 
 
-def read_window(settings: Settings, model: str, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
-    """Every labeled prediction of ``model`` recorded in ``[start_ms, end_ms)``."""
-    reader = LabeledReader(settings, model, start_ms)
+def read_window(
+    settings: Settings, model: str, start_ms: int, end_ms: int, latest: int | None = None
+) -> list[dict[str, Any]]:
+    """The labeled predictions of ``model`` recorded in ``[start_ms, end_ms)``; with ``latest``,
+    only about that many of the topic's most recent records are read (memory and time stay
+    bounded whatever the window holds)."""
+    reader = LabeledReader(settings, model, start_ms, latest=latest)
     try:
         return reader.read_new(until_ms=end_ms, max_seconds=120.0)
     finally:

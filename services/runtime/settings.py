@@ -118,6 +118,7 @@ class Settings(BaseSettings):
     retrain_window_seconds: float = 24 * 3600.0  # labeled examples this recent are the data
     retrain_holdout_fraction: float = 0.25  # the most recent share of them is the holdout
     retrain_min_examples: int = 500  # fewer labeled examples: the job fails with the count
+    retrain_max_records: int = 200_000  # of predictions.labeled read per job: the latest ones
     retrain_margin: float = 0.01  # the candidate must beat the champion's holdout metric by this
     retrain_live_margin: float = 0.0  # ... and its live metric on the same events by this
     retrain_rollback_margin: float = 0.02  # a new champion this far below its predecessor: undo
