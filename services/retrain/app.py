@@ -167,8 +167,9 @@ class RetrainApp:
                                    lambda: {"ready": self.ready.is_set()})
         endpoint.start()
         log.info("retrain: metrics on :%d", endpoint.port)
+        # The service's own logging (text or JSON, configured by run()) for faust's records too.
         worker = faust.Worker(self.app, quiet=True, loglevel=self.settings.log_level.lower(),
-                              redirect_stdouts=False)
+                              redirect_stdouts=False, override_logging=False)
         try:
             worker.execute_from_commandline()
         finally:
