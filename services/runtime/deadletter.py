@@ -8,10 +8,16 @@ from confluent_kafka import Message
 
 from . import metrics
 from .loop import Output
-from .serde import EventEncoder, dead_letter
+from .serde import TOO_LARGE, EventEncoder, dead_letter
 from .settings import Settings
 
-__all__ = ["DeadLetters"]
+__all__ = ["TOO_LARGE_KEPT", "DeadLetters"]
+
+# An oversize record keeps only its head in the dead letter (``payload_truncated``, with
+# ``payload_size`` the original length): it cannot be replayed as it is anyway, and copying it
+# whole would let a flood of them cost the DLQ (and the service producing it) many times more
+# than the valid records beside them.
+TOO_LARGE_KEPT = 4096
 
 
 class DeadLetters:
@@ -32,6 +38,6 @@ class DeadLetters:
         record = dead_letter(
             msg.value(), topic=msg.topic() or "", partition=msg.partition() or 0,
             offset=msg.offset() or 0, reason=reason, detail=detail, service=self.service,
-            now_ms=now_ms,
+            now_ms=now_ms, max_payload_bytes=TOO_LARGE_KEPT if reason == TOO_LARGE else None,
         )
         return Output(self.topic, self.encoder.encode(record), msg.key())

@@ -458,7 +458,8 @@ def dead_letter(
         "partition": partition,
         "offset": offset,
         "reason": reason,
-        "detail": _cut(detail, _DETAIL_CHARS),
+        # A detail may quote what the record held; lone surrogates would make it unencodable.
+        "detail": _cut(detail, _DETAIL_CHARS).encode("utf-8", "backslashreplace").decode(),
         "service": service,
         "failed_at": now_ms,
         "payload": kept,
