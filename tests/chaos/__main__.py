@@ -1,6 +1,7 @@
 """``make chaos``: a chaos run on an embedded broker and Valkey of its own (see :mod:`.run`).
 
     python -m tests.chaos [--seconds 180] [--rate 300] [--kills 15] [--seed N] [--keep]
+                          [--no-promote]
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 from services.models import ArtifactStore
-from services.models.agrawal import ensure_demo_model
+from services.models.agrawal import ensure_demo_model, train_agrawal
 from services.runtime.settings import Settings
 from services.stack.embedded import start_broker
 from services.stack.processes import free_port
@@ -28,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kills", type=int, default=15, help="kill -9s during the load (default 15)")
     p.add_argument("--seed", type=int, default=int(time.time()) % 10_000)
     p.add_argument("--keep", action="store_true", help="keep the logs directory")
+    p.add_argument("--no-promote", action="store_true",
+                   help="no challenger promoted and rolled back during the run")
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="modelstream-chaos-"))
     print(f"chaos run, seed {args.seed}; logs in {tmp}", flush=True)
@@ -37,11 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         valkey.start()
         store = ArtifactStore(tmp / "artifacts")
         ensure_demo_model(store)
+        challenger = None if args.no_promote else train_agrawal(n=5000, seed=43)
         settings = Settings(kafka_bootstrap=broker.url, redis_url=valkey.url,
                             topic_prefix="chaos.", data_dir=tmp, artifact_dir=store.root)
         result = run_chaos(settings, valkey, tmp / "logs", seconds=args.seconds,
                            rate=args.rate, kills=args.kills, seed=args.seed,
-                           log=lambda line: print(line, flush=True))
+                           log=lambda line: print(line, flush=True), challenger=challenger)
     finally:
         valkey.stop()
         broker.stop()

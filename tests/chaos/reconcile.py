@@ -152,6 +152,10 @@ def reconcile(settings: Settings, sent: Sent) -> Report:
               f"({len(per_event):,} events; without one: {len(set(valid) - set(per_event))}; "
               f"with several: {len(multi)}; predicted but not valid: "
               f"{len(set(per_event) - set(valid))})")
+    across = [e for e in multi if len({preds[pid]["model_version"] for pid in per_event[e]}) > 1]
+    if multi:
+        rep.fact(f"events with several served ids scored by different versions (a replay "
+                 f"across a champion change): {len(across)} of {len(multi)}")
     rep.fact(f"prediction copies (exact replays): {pred_copies:,}")
     rep.check(not pred_differ, f"prediction copies that differ: {len(pred_differ)}")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
+from services.models import ArtifactStore, ModelCard
 from services.runtime import kafka
 from services.runtime.serde import EventDecoder
 from services.runtime.settings import Settings
@@ -44,6 +45,7 @@ class ChaosResult:
     report: Report
     kills: list[str] = field(default_factory=list)
     valkey_restarts: int = 0
+    promotions: list[str] = field(default_factory=list)
     self_exits: list[str] = field(default_factory=list)
     exit_codes: dict[str, int | None] = field(default_factory=dict)
     drained_after: float | None = None
@@ -59,6 +61,7 @@ class ChaosResult:
         head = [
             f"kills survived: {len(self.kills)} ({', '.join(self.kills)})",
             f"valkey restarts: {self.valkey_restarts}",
+            f"registry transitions: {', '.join(self.promotions) or 'none'}",
             f"events sent: {self.sent.features:,} features "
             f"({len(self.sent.bad):,} malformed), {self.sent.outcome_records:,} outcomes",
             "drained " + (f"{self.drained_after:.1f} s after the load ended"
@@ -104,11 +107,46 @@ def wait_drained(settings: Settings, sent: Sent, timeout: float,
         c.close()
 
 
+class Promotions:
+    """Promotes a challenger to champion at 30% of the run and rolls it back at 65%, through
+    the registry (``model.events``), while predict serves."""
+
+    def __init__(self, settings: Settings, challenger: tuple[bytes, ModelCard],
+                 seconds: float, log: Callable[[str], None]) -> None:
+        from services.registry import adopt_store, register
+
+        self.settings = settings
+        self.log = log
+        store = ArtifactStore(settings.artifacts)
+        adopt_store(settings, store, actor="chaos")  # the stored version is the champion
+        event = register(settings, *challenger, actor="chaos", store=store)
+        if event.transition != "registered":
+            raise RuntimeError(f"the challenger was not registered: {event.reason}")
+        self.model, self.version = event.model, event.version
+        self.plan = [(0.30 * seconds, "promote"), (0.65 * seconds, "rollback")]
+        self.done: list[str] = []
+
+    def tick(self, now: float) -> None:
+        from services.registry import rollback, transition
+
+        if not self.plan or now < self.plan[0][0]:
+            return
+        _, action = self.plan.pop(0)
+        if action == "promote":
+            transition(self.settings, self.model, self.version, "champion", actor="chaos",
+                       reason="chaos: promote under load")
+        else:
+            rollback(self.settings, self.model, actor="chaos", reason="chaos: roll back")
+        self.done.append(f"{action} {self.model} v{self.version}")
+        self.log(f"{now:6.1f}s  {action} {self.model} v{self.version}")
+
+
 class Chaos:
     """Kills and restarts replicas on a random schedule; restarts Valkey once, midway."""
 
     def __init__(self, cluster: Cluster, valkey: RestartableValkey, *, seconds: float,
-                 kills: int, rng: random.Random, log: Callable[[str], None]) -> None:
+                 kills: int, rng: random.Random, log: Callable[[str], None],
+                 promotions: Promotions | None = None) -> None:
         self.cluster = cluster
         self.valkey = valkey
         self.rng = rng
@@ -119,10 +157,13 @@ class Chaos:
         self.restart_at: dict[str, tuple[float, Replica]] = {}
         self.kills: list[str] = []
         self.self_exits: list[str] = []
+        self.promotions = promotions
         self.started = time.monotonic()
 
     def tick(self) -> None:
         now = time.monotonic() - self.started
+        if self.promotions is not None:
+            self.promotions.tick(now)
         for name, (at, replica) in list(self.restart_at.items()):
             if now >= at:
                 replica.start()
@@ -159,18 +200,22 @@ class Chaos:
 def run_chaos(
     base: Settings, valkey: RestartableValkey, log_dir: Path, *, seconds: float, rate: float,
     kills: int, seed: int = 1, drain_timeout: float = 180.0,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, challenger: tuple[bytes, ModelCard] | None = None,
 ) -> ChaosResult:
-    """One chaos run on ``base``'s broker and topic prefix, with ``valkey`` (started)."""
+    """One chaos run on ``base``'s broker and topic prefix, with ``valkey`` (started). With a
+    ``challenger`` (ONNX bytes and card of another version of the model), it is registered,
+    promoted to champion and rolled back during the run."""
     settings = base.model_copy(update={"redis_url": valkey.url, "partitions": 4})
     kafka.create_topics(settings)
+    promotions = Promotions(settings, challenger, seconds, log) if challenger else None
     rng = random.Random(seed)
     cluster = Cluster(settings, log_dir, REPLICAS, CHAOS_ENV)
     cluster.start()
     load = Load(settings, rate=rate, total=int(rate * seconds), seed=seed)
     log(f"{len(cluster.replicas)} replicas up; {len(load.events):,} events at {rate:g}/s, "
         f"{kills} kills, a Valkey restart")
-    chaos = Chaos(cluster, valkey, seconds=seconds, kills=kills, rng=rng, log=log)
+    chaos = Chaos(cluster, valkey, seconds=seconds, kills=kills, rng=rng, log=log,
+                  promotions=promotions)
     load.start()
     try:
         while not load.done():
@@ -186,5 +231,6 @@ def run_chaos(
         codes = cluster.stop()
     report = reconcile(settings, sent)
     return ChaosResult(sent=sent, report=report, kills=chaos.kills,
+                       promotions=promotions.done if promotions else [],
                        valkey_restarts=valkey.restarts, self_exits=chaos.self_exits,
                        exit_codes=codes, drained_after=drained)
