@@ -133,6 +133,10 @@ class Settings(BaseSettings):
     retrain_watch_seconds: float = 3600.0  # how long a new champion is watched for rollback
     retrain_watch_min_labeled: int = 500  # labeled predictions before the watch can judge
     retrain_poll_seconds: float = 5.0  # how often staged and watched versions are checked
+    # An alert-triggered job waits this long before reading its window: the outcomes of the
+    # events that raised the alert arrive late, and the window should hold the new regime.
+    retrain_alert_wait_seconds: float = 0.0
+    retrain_lease_seconds: float = 15.0  # a coordinator's Redis lease on a model (renewed)
 
     # Service runtime.
     service_name: str = "modelstream"
