@@ -53,14 +53,16 @@ class Load:
     """Produces ``rate`` feature events a second from a thread until :meth:`stop`."""
 
     def __init__(self, settings: Settings, *, rate: float, total: int, bad_rate: float = 0.05,
-                 outcome_delay: float = 1.0, seed: int = 5) -> None:
+                 outcome_delay: float = 1.0, seed: int = 5, pool: int = 50_000) -> None:
         self.settings = settings
         self.rate = rate
+        self.total = total
         self.outcome_delay = outcome_delay
         # Full events only: a replayed partial update may be completed from newer stored
-        # values, so only full events have a deterministic replay (see the README).
+        # values, so only full events have a deterministic replay (see the README). Long runs
+        # cycle through a pool of ``pool`` events, each round under new event ids.
         self.events: list[TrafficEvent] = list(
-            agrawal_events(total, bad_rate=bad_rate, partial_rate=0.0, seed=seed,
+            agrawal_events(min(total, pool), bad_rate=bad_rate, partial_rate=0.0, seed=seed,
                            id_prefix=f"s{seed}"))
         self.sent = Sent()
         self.producer: Producer = kafka.producer(settings)
@@ -101,11 +103,11 @@ class Load:
         pending: deque[tuple[float, int, TrafficEvent]] = deque()
         started = time.monotonic()
         i = 0
-        while not self._stop.is_set() and (i < len(self.events) or pending):
+        while not self._stop.is_set() and (i < self.total or pending):
             now = time.monotonic()
             due = int((now - started) * self.rate)
-            while i < len(self.events) and i < due and not self.paused.is_set():
-                ev = self.events[i]
+            while i < self.total and i < due and not self.paused.is_set():
+                ev = self._event(i)
                 self._produce(t.features, ev.value, ev.key)
                 self.sent.features += 1
                 if ev.kind in BAD_KINDS:
@@ -121,6 +123,15 @@ class Load:
             if self.paused.is_set():  # the clock stops while paused
                 started += 0.01
             time.sleep(0.01)
+
+    def _event(self, i: int) -> TrafficEvent:
+        ev = self.events[i % len(self.events)]
+        rounds = i // len(self.events)
+        if not rounds:
+            return ev
+        new_id = f"{ev.event_id}r{rounds}"
+        value = ev.value.replace(f'"{ev.event_id}"'.encode(), f'"{new_id}"'.encode(), 1)
+        return TrafficEvent(ev.key, value, ev.kind, new_id, ev.label)
 
     def _outcome(self, ev: TrafficEvent, i: int) -> None:
         t = self.settings.topics

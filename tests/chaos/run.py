@@ -212,7 +212,7 @@ def run_chaos(
     cluster = Cluster(settings, log_dir, REPLICAS, CHAOS_ENV)
     cluster.start()
     load = Load(settings, rate=rate, total=int(rate * seconds), seed=seed)
-    log(f"{len(cluster.replicas)} replicas up; {len(load.events):,} events at {rate:g}/s, "
+    log(f"{len(cluster.replicas)} replicas up; {load.total:,} events at {rate:g}/s, "
         f"{kills} kills, a Valkey restart")
     chaos = Chaos(cluster, valkey, seconds=seconds, kills=kills, rng=rng, log=log,
                   promotions=promotions)
