@@ -8,9 +8,12 @@
 - ``@app.crontab(retrain_schedule, on_leader=True)``: one request per champion model;
 - ``@app.timer(retrain_poll_seconds, on_leader=True)``: the champion watch (rollbacks).
 
-Requests are keyed by model, and the group gives each partition to one worker, so with several
-replicas exactly one acts on a model's requests; the leader alone runs the schedule and the
-watch. State: no faust tables. The coordinator's state is small and already on topics — the
+Requests are keyed by model, and the group gives each partition to one worker; since a
+partition can change hands in the middle of a job, each job (and each rollback) also holds its
+model's lease in Redis (``lease``), so with several replicas exactly one acts on a model at a
+time; the leader alone runs the schedule and the watch.
+
+State: no faust tables. The coordinator's state is small and already on topics — the
 gate and interrupted jobs come from ``retrain.jobs``, the registry from ``model.events`` — so
 it is rebuilt from them on start, and the app's store is ``memory://`` with no changelog topics
 (the embedded broker's memory storage would lose changelogs on restart anyway).
@@ -91,11 +94,11 @@ class RetrainApp:
 
         @app.task
         async def recover() -> None:
-            resumed = await asyncio.to_thread(coord.recover)
-            for job, request in resumed:
-                self._spawn(coord.run_job, job, request, True)
+            interrupted = await asyncio.to_thread(coord.recover)
+            for job in interrupted:  # each waits for its model's lease, then resumes or fails
+                self._spawn(coord.adopt, job)
             self.ready.set()
-            log.info("retrain ready: %d staged job(s) resumed", len(resumed))
+            log.info("retrain ready: %d interrupted job(s) to adopt", len(interrupted))
 
         @app.agent(requests, name="retrain-requests")
         async def on_request(stream: Any) -> None:
@@ -175,6 +178,7 @@ class RetrainApp:
         finally:
             self.coordinator.stopping.set()
             self.coordinator.watch.close()
+            self.coordinator.leases.close()
             endpoint.stop()
 
 

@@ -14,6 +14,13 @@ for ``retrain_watch_seconds``; if its live metric falls below its predecessor's 
 A restart is safe: ``recover`` replays ``retrain.jobs``. A job interrupted while staged (or as a
 canary) resumes its comparison; one interrupted earlier is failed, and a candidate it registered
 is rejected — a job never half-promotes.
+
+Several coordinators are safe too: a job (and a rollback) holds its model's lease
+(``lease.ModelLeases``) from admission to its last step, and admission re-reads
+``retrain.jobs`` under the lease, so a request that another coordinator acted on — or a job it
+is still running — is never acted on twice. A job left ``running`` on ``retrain.jobs`` is
+adopted (resumed or failed) by whichever coordinator gets its model's lease once its owner's
+has expired; it re-checks the job first, since the owner may have finished it meanwhile.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from ..registry import (
 from ..registry.exceptions import RegistryError
 from ..runtime import metrics
 from ..runtime.errors import ModelstreamError
+from ..runtime.service import redis_client
 from ..runtime.settings import Settings
 from .dataset import LabeledReader, gather_training_set, live_pairs, read_window
 from .decision import (
@@ -53,6 +61,7 @@ from .decision import (
     validate_candidate,
 )
 from .jobs import TERMINAL, JobLog, JobState, RetrainRequest, job_id_for, now_ms, replay_jobs
+from .lease import ModelLeases
 from .trainer import Trainer, build_card, load_trainer
 
 __all__ = ["ChampionWatch", "Coordinator", "JobFailed"]
@@ -69,6 +78,10 @@ class JobFailed(ModelstreamError):
 
 class Stopped(Exception):
     """The coordinator is shutting down; the job is left for ``recover`` to resume or fail."""
+
+
+class LeaseLost(Stopped):
+    """Another coordinator holds the model's lease now; the job is its to adopt."""
 
 
 @dataclass
@@ -91,34 +104,51 @@ class Coordinator:
         self.gate = TriggerGate(int(settings.retrain_cooldown_seconds * 1000))
         self.stopping = threading.Event()
         self.lock = threading.Lock()  # admission and the gate, from the event loop and workers
+        self.leases = ModelLeases(redis_client(settings), prefix=settings.topic_prefix,
+                                  ttl_seconds=settings.retrain_lease_seconds)
         self.watch = ChampionWatch(self)
         # Live metric of the champion a job's candidate replaced, as measured on the same events.
         self.baselines: dict[tuple[str, str], tuple[float, str]] = {}
 
     # -- admission -------------------------------------------------------------------------
 
-    def recover(self) -> list[tuple[JobState, RetrainRequest]]:
-        """Rebuild the gate from ``retrain.jobs``; return the staged jobs to resume (after
-        failing the ones a restart interrupted before staging)."""
+    def recover(self) -> list[JobState]:
+        """Rebuild the gate from ``retrain.jobs``; return the jobs left ``running`` there, for
+        ``adopt`` (each in a thread of its own: it waits for the model's lease)."""
         records = replay_jobs(self.settings)
         latest: dict[str, dict[str, Any]] = {}
         for r in records:
             latest[r["job_id"]] = r
         with self.lock:
             self.gate.replay(records)
-        resume = []
-        for r in latest.values():
-            step = r.get("step") or ""
-            if step in TERMINAL or r.get("status") != "running":
-                continue
-            job = JobState.from_record(r)
+        return [JobState.from_record(r) for r in latest.values()
+                if (r.get("step") or "") not in TERMINAL and r.get("status") == "running"]
+
+    def adopt(self, job: JobState) -> None:
+        """Once the model's lease is ours, resume ``job`` if it is still staged (or a canary),
+        fail it if it stopped earlier, or let it be if its owner has finished it."""
+        while self.leases.acquire(job.model, job.job_id) is not None:
+            if self.stopping.wait(self.settings.retrain_poll_seconds):
+                return
+        latest = [r for r in replay_jobs(self.settings) if r["job_id"] == job.job_id]
+        if not latest or latest[-1].get("status") != "running" \
+                or (latest[-1].get("step") or "") in TERMINAL:
+            self.leases.release(job.model)
+            with self.lock:
+                self.gate.finished(job.model, job.job_id)
+            return
+        job = JobState.from_record(latest[-1])
+        if job.step in ("staged", "canary") and job.new_version and job.base_version:
             request = RetrainRequest(request_id=job.request_id, model=job.model,
                                      requested_by=ACTOR, requested_at=job.started_at)
-            if step in ("staged", "canary") and job.new_version and job.base_version:
-                resume.append((job, request))
-                continue
-            self._fail(job, JobFailed(f"interrupted by a coordinator restart at step {step}"))
-        return resume
+            self.run_job(job, request, resume=True)
+            return
+        try:
+            self._fail(job, JobFailed(f"interrupted by a coordinator restart at step {job.step}"))
+        finally:
+            self.leases.release(job.model)
+            with self.lock:
+                self.gate.finished(job.model, job.job_id)
 
     def admit(self, request: RetrainRequest) -> JobState | None:
         """Start a job for ``request`` (its ``started`` record is published), or record why
@@ -127,8 +157,34 @@ class Coordinator:
         at = now_ms()
         job = JobState(job_id=job_id_for(request.request_id), model=request.model,
                        request_id=request.request_id, trigger=trigger, started_at=at)
+        holder = self.leases.acquire(request.model, job.job_id)
+        if holder is None:
+            started = None
+            try:
+                started = self._admit(request, job, remote_busy=None)
+            finally:
+                if started is None:
+                    self.leases.release(request.model)
+            return started
+        if not holder.mine and holder.job_id == job.job_id:
+            log.info("request %s: another coordinator is acting on it", request.request_id)
+            return None
+        ours = holder.mine and request.model in self.gate.active  # the gate knows why
+        return self._admit(request, job, remote_busy=None if ours else holder.job_id)
+
+    def _admit(self, request: RetrainRequest, job: JobState,
+               remote_busy: str | None) -> JobState | None:
+        trigger, at = job.trigger, job.started_at
+        if remote_busy is None and request.model not in self.gate.active:
+            # Under the lease: every decision of every coordinator on this model is on
+            # retrain.jobs by now (each step is acknowledged before the next).
+            records = replay_jobs(self.settings)
+            with self.lock:
+                self.gate.learn(records)
         with self.lock:
             why = self.gate.admit(request.model, request.request_id, trigger, at)
+            if why is None and remote_busy is not None:
+                why = "busy"
             if why is None:
                 self.gate.started(request.model, request.request_id, job.job_id, trigger, at)
             elif why != "duplicate":
@@ -140,7 +196,8 @@ class Coordinator:
             return None
         if why is not None:
             detail = {
-                "busy": f"job {self.gate.active.get(request.model)} of {request.model} is running",
+                "busy": f"job {remote_busy or self.gate.active.get(request.model)} of"
+                        f" {request.model} is running",
                 "cooldown": f"an alert-triggered job of {request.model} started less than"
                             f" {self.settings.retrain_cooldown_seconds:g} s ago",
             }[why]
@@ -165,6 +222,7 @@ class Coordinator:
             log.exception("job %s failed at step %s", job.job_id, job.step)
             self._fail(job, exc)
         finally:
+            self.leases.release(job.model)
             with self.lock:
                 self.gate.finished(job.model, job.job_id)
             if not resume:
@@ -172,6 +230,10 @@ class Coordinator:
 
     def _run(self, job: JobState, request: RetrainRequest) -> None:
         s = self.settings
+        # An alert's job: the outcomes of the events that raised the alert are still arriving.
+        wait = s.retrain_alert_wait_seconds if request.alert_id and not request.window_end else 0
+        if wait > 0 and self.stopping.wait(wait):
+            raise Stopped()
         state = read_state(s)
         record = state.model(job.model)
         if record is None or record.champion is None:
@@ -209,6 +271,7 @@ class Coordinator:
         }
         card = build_card(parent_card, data.x_train, cand_scores,
                           {metric.name: cand_metric}, lineage)
+        self._fence(job)
         event = register(s, onnx_bytes, card, actor=ACTOR, reason=f"retrain job {job.job_id}",
                          lineage=lineage, store=self.store)
         if event.transition != "registered":
@@ -246,6 +309,7 @@ class Coordinator:
             self._shadow(job, candidate, since=job.updated_at)
 
     def _stage_and_decide(self, job: JobState, candidate: _Candidate) -> None:
+        self._fence(job)
         event = transition(self.settings, job.model, candidate.version, "shadow", actor=ACTOR,
                            reason=f"retrain job {job.job_id}: validated on the holdout")
         self.jobs.step(job, "staged", reason=f"v{candidate.version} scores every event as shadow")
@@ -258,6 +322,7 @@ class Coordinator:
             self._reject(job, candidate.version, verdict)
             return
         if s.retrain_canary_fraction:
+            self._fence(job)
             event = transition(s, job.model, candidate.version, "canary",
                                fraction=s.retrain_canary_fraction, actor=ACTOR,
                                reason=f"retrain job {job.job_id}: shadow {verdict.reason}")
@@ -309,13 +374,20 @@ class Coordinator:
         baseline = verdict.metrics.get(f"champion_live_{name}")
         if baseline is not None:
             self.baselines[(job.model, candidate.version)] = (baseline, job.job_id)
+        self._fence(job)
         transition(self.settings, job.model, candidate.version, "champion", actor=ACTOR,
                    reason=f"retrain job {job.job_id}: {verdict.reason}", metrics=verdict.metrics)
         self.jobs.step(job, "promoted", metrics=verdict.metrics,
                        reason=f"v{candidate.version} replaces v{candidate.champion}:"
                               f" {verdict.reason}")
 
+    def _fence(self, job: JobState) -> None:
+        """Before a write to the registry: the model's lease is still this coordinator's."""
+        if not self.leases.holds(job.model):
+            raise LeaseLost(f"job {job.job_id}: the lease of {job.model} is no longer ours")
+
     def _reject(self, job: JobState, version: str, verdict: Verdict) -> None:
+        self._fence(job)
         try:
             transition(self.settings, job.model, version, "rejected", actor=ACTOR,
                        reason=_cut(f"retrain job {job.job_id}: {verdict.reason}"),
@@ -326,6 +398,9 @@ class Coordinator:
 
     def _fail(self, job: JobState, exc: BaseException) -> None:
         message = _cut(str(exc) or type(exc).__name__)
+        if not self.leases.holds(job.model):  # the job is another coordinator's to adopt now
+            log.warning("job %s: not failed here (lease lost): %s", job.job_id, message)
+            return
         if job.new_version:  # never leave a half-made candidate serving or promotable
             try:
                 transition(self.settings, job.model, job.new_version, "rejected", actor=ACTOR,
@@ -401,12 +476,16 @@ class ChampionWatch:
         verdict = should_roll_back(w.metric, live, w.baseline, s.retrain_rollback_margin, n,
                                    s.retrain_watch_min_labeled)
         if verdict.decision == "roll_back":
+            if self.c.leases.acquire(w.model, f"rollback-{w.version}") is not None:
+                return False  # a job of this model holds it: judge again on the next tick
             try:
                 rollback(s, w.model, actor=ACTOR, reason=_cut(verdict.reason),
                          metrics=verdict.metrics)
             except TransitionRefused as exc:  # another coordinator or a user got there first
                 log.info("rollback of %s v%s not needed: %s", w.model, w.version, exc)
                 return True
+            finally:
+                self.c.leases.release(w.model)
             self._job_step(w, "rolled_back", verdict)
             return True
         if now_ms() - w.promoted_at > s.retrain_watch_seconds * 1000:

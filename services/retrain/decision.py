@@ -188,6 +188,18 @@ class TriggerGate:
         if self.active.get(model) == job_id:
             del self.active[model]
 
+    def learn(self, records: Iterable[dict[str, Any]]) -> None:
+        """Fold what other coordinators decided (request ids acted on, alert-triggered starts)
+        from ``retrain.jobs`` records; the jobs running here stay this gate's own."""
+        for r in records:
+            if r.get("request_id"):
+                self.seen.add(r["request_id"])
+            trigger = r.get("trigger") or ""
+            if r.get("step") == "started" and trigger.startswith("alert"):
+                at = int(r.get("started_at") or r["updated_at"])
+                self.last_alert_start[r["model"]] = max(
+                    at, self.last_alert_start.get(r["model"], at))
+
     def replay(self, records: Iterable[dict[str, Any]]) -> None:
         """Fold ``retrain.jobs`` records (in topic order) into the gate."""
         for r in records:

@@ -1,6 +1,7 @@
 """The retrain service (a faust app, run as `modelstream run retrain`) on the embedded broker:
 a manual request through to promotion with predict and join serving the candidate as a shadow;
-a candidate that does not beat the champion rejected; alert triggers with cooldown."""
+a candidate that does not beat the champion rejected; alert triggers with cooldown; a restart
+mid-job; two coordinators in one group (only one acts)."""
 
 from __future__ import annotations
 
@@ -38,10 +39,12 @@ RETRAIN_ENV = {
     "MODELSTREAM_RETRAIN_MARGIN": "0.01",
     "MODELSTREAM_RETRAIN_COOLDOWN_SECONDS": "600",
     "MODELSTREAM_LOG_LEVEL": "INFO",
+    "MODELSTREAM_RETRAIN_LEASE_SECONDS": "4",  # a killed coordinator's jobs are adopted soon
 }
 
 
-MODELS = ("agrawal", "agrawal-r", "agrawal-a", "agrawal-k")  # one per test: jobs are per model
+# One model per test: jobs are per model.
+MODELS = ("agrawal", "agrawal-r", "agrawal-a", "agrawal-k", "agrawal-2")
 
 
 class RetrainProcess:
@@ -279,3 +282,41 @@ def test_a_restart_while_staged_resumes_the_comparison(service: RetrainProcess) 
     assert record.champion == "2"
     assert [h.event.transition for h in record.history if h.event.version == "2"] == [
         "registered", "shadow", "champion"]
+
+
+def test_two_coordinators_only_one_acts(service: RetrainProcess, tmp_path: Path) -> None:
+    """A second coordinator joins the group while the first's job is staged: it finds the job
+    running on retrain.jobs but must neither fail nor resume it (its owner is alive), and
+    neither of them acts on a replayed request or starts a second job of the model."""
+    s = service.settings
+    produce(s, "predictions.labeled", _labeled_records(
+        _valid_events(800, seed=41, function=2, prefix="w", model="agrawal-2")))
+    request = manual_request("agrawal-2", requested_by="dave", reason="two coordinators")
+    send_request(s, request)
+    job = job_id_for(request.request_id)
+    _job_steps(s, job, {"staged", "rejected", "failed"}, timeout=60)
+
+    second = RetrainProcess(s, tmp_path / "second.log")
+    second.start()
+    try:
+        time.sleep(8)  # the second one recovers, joins the group and takes partitions
+        send_request(s, request)  # delivered again: acted on once
+        other = manual_request("agrawal-2", requested_by="erin", reason="while staged")
+        send_request(s, other)
+        ignored = _job_steps(s, job_id_for(other.request_id), {"ignored", "started"}, 30)
+        assert ignored[-1]["step"] == "ignored" and ignored[-1]["reason"].startswith("busy")
+        produce(s, "predictions.labeled", _shadow_evidence("agrawal-2", 240, 0.9, 0.6))
+        steps = _job_steps(s, job, {"promoted", "rejected", "failed"}, timeout=60)
+        time.sleep(3)  # anything a second actor would add comes now
+    finally:
+        code = second.stop()
+    assert code == 0, second.log_path.read_text()[-4000:]
+    steps = [r for r in read(s, "retrain.jobs", 3, timeout=2) if r["job_id"] == job]
+    assert [r["step"] for r in steps] == [
+        "started", "data_gathered", "trained", "validated", "staged", "promoted"]
+    jobs = [r for r in read(s, "retrain.jobs", 3, timeout=2) if r["model"] == "agrawal-2"]
+    assert sum(r["step"] == "started" for r in jobs) == 1
+    events = [r for r in read(s, "model.events", 3, timeout=2) if r["model"] == "agrawal-2"]
+    assert [(e["version"], e["transition"]) for e in events if e["version"] == "2"] == [
+        ("2", "registered"), ("2", "shadow"), ("2", "champion")]
+    assert read_state(s).models["agrawal-2"].champion == "2"
