@@ -45,8 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--partitions", type=int, help="partitions per topic (default 4)")
 
     demo = sub.add_parser("demo", help="start a stack, stream demo traffic through it, summarise")
-    demo.add_argument("--events", type=int, default=60000, help="events to send (default 60000)")
-    demo.add_argument("--rate", type=float, default=3000, help="events per second (default 3000)")
+    demo.add_argument("--rate", type=float, default=1500, help="events per second (default 1500)")
+    demo.add_argument("--normal-seconds", type=float, default=30,
+                      help="seconds of normal traffic before the drift (default 30)")
+    demo.add_argument("--max-seconds", type=float, default=150,
+                      help="seconds the loop has after the drift to recover (default 150)")
 
     status = sub.add_parser("status", help="endpoints, topics, consumer lag and service health")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -112,7 +115,8 @@ def _dispatch(args: argparse.Namespace) -> int | None:
     if args.command == "demo":
         from .demo import run_demo
 
-        return run_demo(Settings(), events=args.events, rate=args.rate)
+        return run_demo(Settings(), rate=args.rate, normal_seconds=args.normal_seconds,
+                        max_seconds=args.max_seconds)
     if args.command == "run":
         return _run(args.service)
     settings = cli_settings()

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import orjson
 
 from ..models.agrawal import AGRAWAL_FEATURES, generate
 
-__all__ = ["BAD_KINDS", "PHASES", "TrafficEvent", "agrawal_events", "drifting_events"]
+__all__ = [
+    "BAD_KINDS",
+    "PHASES",
+    "STORY",
+    "TrafficEvent",
+    "agrawal_events",
+    "drifting_events",
+    "story_events",
+]
 
 NAMES = [f.name for f in AGRAWAL_FEATURES]
 
@@ -129,3 +137,26 @@ def drifting_events(n: int, *, seed: int = 7, bad_rate: float = 0.03) -> Iterato
         for ev in agrawal_events(count, seed=seed + i, bad_rate=bad_rate,
                                  id_prefix=f"e{i}", **kwargs):  # type: ignore[arg-type]
             yield name, ev
+
+
+# The closed loop's story (``modelstream demo``): normal traffic, then a change that stays —
+# the label function switches and the customers get older — until a retrained model serves it.
+STORY: dict[str, dict[str, object]] = {
+    "normal": {"classification_function": 0},
+    "drift": {"classification_function": 2, "min_age": 50},
+}
+
+
+def story_events(phase_of: Callable[[], str], *, seed: int = 7, bad_rate: float = 0.03,
+                 block: int = 2000) -> Iterator[tuple[str, TrafficEvent]]:
+    """Endless ``(phase, event)`` pairs; ``phase_of()`` (a key of :data:`STORY`) is asked
+    before every event, and a change of phase takes effect at once."""
+    n = 0
+    while True:
+        phase = phase_of()
+        for ev in agrawal_events(block, seed=seed * 7919 + n, bad_rate=bad_rate,
+                                 id_prefix=f"{phase[0]}{n}", **STORY[phase]):  # type: ignore[arg-type]
+            yield phase, ev
+            if phase_of() != phase:
+                break
+        n += 1
