@@ -7,9 +7,9 @@ drift or quality alert, the retrain service trains a candidate on the labeled pr
 new regime, stages it as a shadow, compares it live with the champion on the same events and
 promotes it; accuracy comes back. The live view shows the pipeline's counts and latency,
 accuracy per model version, the drift scores, the alerts, and the version timeline (every
-``model.events`` transition and ``retrain.jobs`` step). Traffic stops a little after accuracy
-has recovered (or when the loop has had ``max_seconds``), and the closing summary reconciles
-every event and times each step of the loop from the drift's onset.
+``model.events`` transition and ``retrain.jobs`` step). Traffic stops ``tail_seconds`` after
+accuracy has recovered (or when the loop has had ``max_seconds``), and the closing summary
+reconciles every event and times each step of the loop from the drift's onset.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ DEMO_SERVICE_ENV = {
 OUTCOME_DELAY_S = (1.0, 3.0)
 RECOVERY_TOLERANCE = 0.05  # accuracy back within this of its value before the drift
 RECOVERY_MIN_LABELED = 300  # labeled predictions of the new champion before it counts
-TAIL_SECONDS = 8.0  # traffic goes on this long after recovery, to show it holding
 
 
 @dataclass
@@ -252,7 +251,8 @@ def _view(run: DemoRun, c: WatchCounts, started_wall_ms: int) -> Group:
 
 
 def run_demo(settings: Settings, *, rate: float = 1500, normal_seconds: float = 30,
-             max_seconds: float = 150, drain_timeout: float = 60) -> int:
+             max_seconds: float = 150, tail_seconds: float = 8,
+             drain_timeout: float = 60) -> int:
     """Start a stack, stream the story through it, print the summary; 0 when every event is
     reconciled and the loop closed (a retrained model promoted and accuracy recovered)."""
     console = Console()
@@ -271,7 +271,7 @@ def run_demo(settings: Settings, *, rate: float = 1500, normal_seconds: float = 
         producer: Producer = kafka.producer(resolved)
         try:
             code = _stream(console, stack, watcher, producer, resolved, rate, normal_seconds,
-                           max_seconds, drain_timeout)
+                           max_seconds, tail_seconds, drain_timeout)
         finally:
             watcher.stop()
             producer.flush(10)
@@ -286,7 +286,7 @@ def run_demo(settings: Settings, *, rate: float = 1500, normal_seconds: float = 
 
 def _stream(console: Console, stack: Stack, watcher: PipelineWatcher, producer: Producer,
             settings: Settings, rate: float, normal_seconds: float, max_seconds: float,
-            drain_timeout: float) -> int:
+            tail_seconds: float, drain_timeout: float) -> int:
     features, outcomes = settings.topics.features, settings.topics.outcomes
     run = DemoRun(rate)
     loop = run.loop
@@ -308,7 +308,7 @@ def _stream(console: Console, stack: Stack, watcher: PipelineWatcher, producer: 
             return False
         since_onset = (time.time() * 1000 - loop.onset) / 1000
         if loop.recovered is not None:
-            return (time.time() * 1000 - loop.recovered) / 1000 >= TAIL_SECONDS
+            return (time.time() * 1000 - loop.recovered) / 1000 >= tail_seconds
         return loop.settled or since_onset >= max_seconds
 
     with Live(console=console, refresh_per_second=4) as live:

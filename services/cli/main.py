@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="seconds of normal traffic before the drift (default 30)")
     demo.add_argument("--max-seconds", type=float, default=150,
                       help="seconds the loop has after the drift to recover (default 150)")
+    demo.add_argument("--tail-seconds", type=float, default=8,
+                      help="seconds of traffic after accuracy has recovered (default 8)")
 
     status = sub.add_parser("status", help="endpoints, topics, consumer lag and service health")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -116,7 +118,7 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         from .demo import run_demo
 
         return run_demo(Settings(), rate=args.rate, normal_seconds=args.normal_seconds,
-                        max_seconds=args.max_seconds)
+                        max_seconds=args.max_seconds, tail_seconds=args.tail_seconds)
     if args.command == "run":
         return _run(args.service)
     settings = cli_settings()

@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from services.models import ArtifactStore
 from services.stack.processes import free_port
 from tests.helpers import FULL
 
@@ -204,3 +205,41 @@ def test_ctrl_c_stops_everything(up: Up) -> None:
     time.sleep(0.5)
     assert not [p for p in pids if _alive(p)]
     assert not (up.data / "stack.json").exists()
+
+
+def test_demo_closes_the_loop_and_leaves_no_process(
+    tmp_path: Path, demo_store: ArtifactStore
+) -> None:
+    """`modelstream demo`, shortened: drift → alert → retrain → shadow → promotion → accuracy
+    back up, reported step by step; every child process gone when it exits."""
+    artifacts = tmp_path / "artifacts"  # the demo model, trained once per session; a copy
+    shutil.copytree(demo_store.root, artifacts)  # (the demo adds v2 to its store)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSTREAM_")}
+    env.update({
+        "MODELSTREAM_DATA_DIR": str(tmp_path),
+        "MODELSTREAM_ARTIFACT_DIR": str(artifacts),
+        "MODELSTREAM_KAFKA_PORT": str(free_port()),
+        "MODELSTREAM_REDIS_PORT": str(free_port()),
+        # Less label wait and a shorter training window than the demo's own: a shorter story.
+        "MODELSTREAM_RETRAIN_ALERT_WAIT_SECONDS": "6",
+        "MODELSTREAM_RETRAIN_WINDOW_SECONDS": "6",
+        "COLUMNS": "200",
+    })
+    res = subprocess.run([*CLI, "demo", "--rate", "1000", "--normal-seconds", "8",
+                          "--max-seconds", "60", "--tail-seconds", "2"], env=env,
+                         capture_output=True, text=True, timeout=150, cwd=tmp_path)
+    out = res.stdout
+    assert res.returncode == 0, out[-6000:] + res.stderr[-3000:]
+    assert "loop closed: agrawal v2 promoted" in out
+    assert "reconciled:" in out and "none scored twice" in out
+    steps = out[out.index("the loop, step by step"):].splitlines()
+    for step in ("drift onset", "alert", "job started", "trained", "shadow staged", "promoted",
+                 "accuracy recovered"):
+        cells = next(c for c in (ln.strip("│┃ ").split("│") for ln in steps)
+                     if c[0].strip() == step)
+        assert cells[1].strip().endswith(" s"), cells  # every step has its time
+    assert "agrawal v2 champion" in out  # the version timeline, from model.events
+    pids = [int(ln.split("pid")[1].split()[0]) for ln in out.splitlines()
+            if ln.startswith("service ") and " pid " in ln]
+    assert len(pids) >= 6
+    assert not [p for p in pids if _alive(p)]
