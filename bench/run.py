@@ -577,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = suite.Extra()
         for r in range(1, plan.runs + 1):
             suite.run_round(stack, plan, data, figs, r, progress, extra)
-        suite.run_once(stack, plan, data, figs, progress, extra)
+        suite.run_once(stack, plan, data, figs, progress, extra, args.report.parent)
         suite.finish(extra, figs)
     if plan.wants("detection"):  # after the stack: its two worker processes take both cores
         extra.sections.append(_detection(plan, args.report.with_name("detection.png"), progress))

@@ -37,7 +37,7 @@ from .throughput import Records, as_valid
 __all__ = ["GROUPS", "Extra", "figures", "method", "run_once", "run_round"]
 
 GROUPS = ("limits", "path", "alternatives", "drift", "scaleout", "curve", "memory")
-CURVE_PNG = Path(__file__).with_name("latency_curve.png")
+CURVE_PNG = "latency_curve.png"  # written next to the report
 DRIFT_EVERY = 5_000  # events per Evidently report, and the unit the costs are quoted in
 MEMORY = {"quick": (60.0, 20.0), "full": (600.0, 60.0)}  # (seconds, steady after)
 MEMORY_RATE = 1_000.0
@@ -247,8 +247,9 @@ def _drift(stack: BenchStack) -> tuple[dict[str, float], str]:
 
 
 def run_once(stack: BenchStack, plan: Plan, data: Data, figs: dict[str, Figure],
-             progress: Progress, extra: Extra) -> None:
-    """The single-run measurements: the latency curve, then the memory run."""
+             progress: Progress, extra: Extra, report_dir: Path) -> None:
+    """The single-run measurements: the latency curve (its PNG in ``report_dir``), then the
+    memory run."""
     mode = "quick" if plan.quick else "full"
     full, warm_raw = load_events(data.full), load_events(data.warmup)
     if plan.wants("curve"):
@@ -265,7 +266,7 @@ def run_once(stack: BenchStack, plan: Plan, data: Data, figs: dict[str, Figure],
                    "load on fresh topics; a curve stops at its first saturated load.", "",
                    curve.curve_table(points), ""]
         try:
-            png = curve.plot(points, CURVE_PNG)
+            png = curve.plot(points, report_dir / CURVE_PNG)
             section += [f"![latency under load]({png.name})", ""]
         except ImportError:
             section += ["(no plot: matplotlib is in the `bench` extra, "
