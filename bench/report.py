@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 BarKind = Literal["min_ratio", "max_ratio", "min_value", "max_value"]
-Unit = Literal["ev/s", "outcomes/s", "rows/s", "keys/s", "ms", "B", "µs/ev", "%", "events"]
+Unit = Literal["ev/s", "outcomes/s", "rows/s", "keys/s", "ms", "s", "B", "µs/ev", "%", "events"]
 
 
 def is_rate(unit: str) -> bool:
@@ -116,6 +116,8 @@ def format_value(value: float, unit: str) -> str:
         return "n/a"
     if unit == "ms":
         return f"{value:.1f} ms" if value < 100 else f"{value:,.0f} ms"
+    if unit == "s":
+        return f"{value:.1f} s"
     if unit == "%":
         return f"{value:+.1f}%"
     if unit == "µs/ev":

@@ -35,7 +35,7 @@ import orjson
 from services.ingest.service import build as build_ingest
 from services.predict.service import build as build_predict
 
-from . import labels, latency, suite, throughput
+from . import labels, latency, suite, swaps, throughput
 from .join import measure_join
 from .monitor import measure_monitor, warm_up
 from .poison import POISON_VALID, poison_stream
@@ -75,6 +75,7 @@ QUICK_POISON_EVENTS = 25_000
 POISON_RATE = 0.10
 POISON_BARS = (Bar("min_ratio", 0.80),)
 GROUPS += suite.GROUPS
+GROUPS += swaps.GROUPS
 
 
 def _figures() -> dict[str, Figure]:
@@ -107,6 +108,7 @@ def _figures() -> dict[str, Figure]:
                bars=(Bar("max_value", 50.0),)),
     ]
     figs += suite.figures()
+    figs += swaps.figures()
     return {f.key: f for f in figs}
 
 
@@ -550,9 +552,10 @@ def main(argv: list[str] | None = None) -> int:
         plan.wants_throughput() + 2 * plan.wants("predict") + 2 * plan.wants("ingest")
         + 2 * plan.wants("join") + plan.wants("monitor") + 2 * plan.wants("e2e")
         + 4 * plan.wants("poison")
-        + suite.jobs_per_round(plan)
+        + suite.jobs_per_round(plan) + plan.wants("swaps")
     )
-    progress = Progress(per_round * plan.runs + suite.jobs_once(plan) + plan.wants("detection"))
+    progress = Progress(per_round * plan.runs + suite.jobs_once(plan) + plan.wants("detection")
+                        + plan.wants("loop"))
     print(f"modelstream bench: {plan.runs} runs, {plan.events:,} events per throughput run "
           f"({plan.join_events:,} outcomes for join, {plan.monitor_events:,} labeled for "
           f"monitor), latency at "
@@ -578,14 +581,22 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(1, plan.runs + 1):
             suite.run_round(stack, plan, data, figs, r, progress, extra)
         suite.run_once(stack, plan, data, figs, progress, extra, args.report.parent)
+        for r in range(1, plan.runs + 1):
+            if plan.wants("swaps"):
+                swaps.run_round(stack, plan, figs, r, progress)
         suite.finish(extra, figs)
+    if plan.wants("loop"):  # a whole stack of its own: after the bench's
+        swaps.run_loop(plan, figs, progress)
     if plan.wants("detection"):  # after the stack: its two worker processes take both cores
         extra.sections.append(_detection(plan, args.report.with_name("detection.png"), progress))
 
     shown = [f for f in figs.values() if f.runs]
     machine["load average at end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     machine["duration"] = f"{time.monotonic() - started:.0f} s"
-    args.report.write_text(markdown_report(shown, machine, method(plan) + suite.method(plan),
+    notes = method(plan) + suite.method(plan)
+    if plan.wants("swaps") or plan.wants("loop"):
+        notes += swaps.method(plan.quick)
+    args.report.write_text(markdown_report(shown, machine, notes,
                                            extra.sections))
     out = sys.stderr if args.json else sys.stdout
     print("", file=out)

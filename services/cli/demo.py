@@ -34,7 +34,7 @@ from ..stack.stack import Stack
 from .traffic import BAD_KINDS, story_events
 from .watch import PipelineWatcher, WatchCounts
 
-__all__ = ["DEMO_SERVICE_ENV", "LoopMilestones", "run_demo"]
+__all__ = ["DEMO_SERVICE_ENV", "LoopMilestones", "play_demo", "run_demo"]
 
 MODEL = "agrawal"
 
@@ -255,22 +255,31 @@ def run_demo(settings: Settings, *, rate: float = 1500, normal_seconds: float = 
              drain_timeout: float = 60) -> int:
     """Start a stack, stream the story through it, print the summary; 0 when every event is
     reconciled and the loop closed (a retrained model promoted and accuracy recovered)."""
-    console = Console()
+    code, _ = play_demo(settings, console=Console(), rate=rate, normal_seconds=normal_seconds,
+                        max_seconds=max_seconds, tail_seconds=tail_seconds,
+                        drain_timeout=drain_timeout)
+    return code
+
+
+def play_demo(settings: Settings, *, console: Console, rate: float = 1500,
+              normal_seconds: float = 30, max_seconds: float = 150, tail_seconds: float = 8,
+              drain_timeout: float = 60) -> tuple[int, LoopMilestones]:
+    """:func:`run_demo` on ``console``, with the loop's milestones (for ``bench.swaps``)."""
     # A setting given in the environment wins over the demo's own.
     env = {k: v for k, v in DEMO_SERVICE_ENV.items() if k not in os.environ}
     stack = Stack(settings.model_copy(update={"free_ports": True}), say=console.print,
                   service_env=env)
-    code = 1
+    code, run = 1, DemoRun(rate)
     try:
         resolved = stack.start()
         console.print("waiting for the services to join their consumer groups …")
         if not stack.wait_ready(90):
             console.print("[red]services did not become ready; see the logs in var/logs[/red]")
-            return 1
+            return 1, run.loop
         watcher = PipelineWatcher(resolved).start()
         producer: Producer = kafka.producer(resolved)
         try:
-            code = _stream(console, stack, watcher, producer, resolved, rate, normal_seconds,
+            code = _stream(console, stack, watcher, producer, resolved, run, normal_seconds,
                            max_seconds, tail_seconds, drain_timeout)
         finally:
             watcher.stop()
@@ -281,15 +290,16 @@ def run_demo(settings: Settings, *, rate: float = 1500, normal_seconds: float = 
     finally:
         stack.stop()
         console.print("stack stopped; no process left behind")
-    return code
+    return code, run.loop
 
 
 def _stream(console: Console, stack: Stack, watcher: PipelineWatcher, producer: Producer,
-            settings: Settings, rate: float, normal_seconds: float, max_seconds: float,
+            settings: Settings, run: DemoRun, normal_seconds: float, max_seconds: float,
             tail_seconds: float, drain_timeout: float) -> int:
     features, outcomes = settings.topics.features, settings.topics.outcomes
-    run = DemoRun(rate)
+    rate = run.rate
     loop = run.loop
+    run.started = time.monotonic()
     started_wall_ms = int(time.time() * 1000)
     due: list[tuple[float, str, str]] = []  # (when, event id, label) of outcomes to send
     rng = random.Random(3)
