@@ -137,7 +137,7 @@ def format_ratio(r: float, unit: str) -> str:
 
 
 def _runs_text(fig: Figure) -> str:
-    if fig.unit in ("ms", "µs/ev", "%"):
+    if fig.unit in ("ms", "s", "µs/ev", "%"):
         return " ".join(f"{v:.1f}" for v in fig.runs)
     if fig.unit in ("B", "events"):
         return " ".join(f"{v:,.0f}" for v in fig.runs)
