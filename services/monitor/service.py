@@ -142,8 +142,6 @@ class ModelMonitor:
             counted = sum(map(len, by_version.values()))
             if counted:
                 tally[stream, "counted"] += counted
-        for (stream, result), n in tally.items():
-            metrics.MONITOR_EVENTS.labels(stream, result).inc(n)
         for key, recs in groups["predictions"].items():
             if (vm := self.version(key)) is not None:
                 vm.add_predictions(recs)
@@ -151,6 +149,17 @@ class ModelMonitor:
         for key, recs in groups["labeled"].items():
             if (vm := self.version(key)) is None:
                 continue
+            truth = vm.truth_field
+            if any(r.get(truth) is None for r in recs):
+                # A labeled record without the outcome this model's task needs (no label for a
+                # classifier, no value for a regressor) cannot be scored: counted, not used.
+                kept = [r for r in recs if r.get(truth) is not None]
+                log.warning("skipping %d labeled records of %s v%s without %s",
+                            len(recs) - len(kept), key[0], key[1], truth)
+                tally["labeled", "counted"] -= len(recs) - len(kept)
+                tally["labeled", "undecodable"] += len(recs) - len(kept)
+                if not (recs := kept):
+                    continue
             signals = vm.add_labeled(recs)
             if signals:
                 # Concept drift is alerted from the batch whose error raised it, not at the
@@ -158,6 +167,9 @@ class ModelMonitor:
                 metrics.CONCEPT_DRIFTS.labels(*key).inc(signals)
                 outputs += self._publish(self._concept_alert(key, vm, int(time.time() * 1000)),
                                          key[0])
+        for (stream, result), n in tally.items():
+            if n:
+                metrics.MONITOR_EVENTS.labels(stream, result).inc(n)
         if outputs:
             self._export_active()
         return outputs

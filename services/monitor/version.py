@@ -79,6 +79,11 @@ class VersionMonitor:
                 pass
         return self.encoder.encode(rows)
 
+    @property
+    def truth_field(self) -> str:
+        """The labeled record's field holding the outcome this model is scored against."""
+        return "outcome_label" if self.classifier else "outcome_value"
+
     def add_labeled(self, labeled: Sequence[dict[str, Any]]) -> int:
         """Returns how many concept-drift signals the new errors raised."""
         if self.classifier:

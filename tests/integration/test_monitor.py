@@ -154,3 +154,35 @@ def test_concept_drift_is_alerted_from_the_batch_not_at_the_next_evaluation(
     assert [(a["metric"], a["state"], a["kind"]) for a in alerts] == [
         ("concept_drift", "firing", "performance")]
     assert read(s, "monitor.metrics", 0, timeout=1) == []  # indeed no evaluation
+
+
+def test_a_labeled_record_without_the_outcome_its_task_needs_is_skipped_and_counted(
+    settings, demo_store
+):
+    from confluent_kafka import Message
+    from prometheus_client import REGISTRY
+
+    from services.models import ArtifactStore
+    from services.monitor.service import ModelMonitor
+    from services.runtime.service import redis_client
+
+    monitor = ModelMonitor(settings, ArtifactStore(settings.artifacts), redis_client(settings))
+    labeled = settings.topics.name("predictions.labeled")
+    base = {"prediction_id": "p-1", "event_id": "e-1", "entity_id": "c-1", "model": "agrawal",
+            "model_version": "1", "role": "champion", "served": True, "label": "1",
+            "score": 0.5, "scores": {}, "features": {}, "event_time": 1763900000000,
+            "predicted_at": 1763900000005, "latency_ms": 1.0, "outcome_value": None,
+            "outcome_time": 1763900060000, "label_delay_ms": 5, "correct": True,
+            "labeled_at": 1763900060001}
+    good = dict(base, prediction_id="p-2", outcome_label="1")
+
+    def count(result: str) -> float:
+        return REGISTRY.get_sample_value(
+            "modelstream_monitor_events_total", {"stream": "labeled", "result": result}) or 0.0
+
+    before = count("counted"), count("undecodable")
+    msgs = [Message(topic=labeled, partition=0, offset=i, value=orjson.dumps(r))
+            for i, r in enumerate([base, good])]
+    assert monitor(msgs) == []  # no KeyError out of the handler
+    assert (count("counted") - before[0], count("undecodable") - before[1]) == (1, 1)
+    assert monitor.versions[("agrawal", "1", "champion")].labeled == 1
