@@ -93,15 +93,21 @@ def wait_drained(settings: Settings, sent: Sent, timeout: float,
     decoder = EventDecoder("monitor.metrics", max_bytes=1 << 24)
     latest: dict[tuple[str, str, str], dict] = {}
     started = time.monotonic()
+    reached: float | None = None
+    last: tuple[int, int] = (-1, -1)
     try:
         while time.monotonic() - started < timeout:
             on_tick()
             _monitor_counts(settings, c, decoder, latest)
             champion = [s for k, s in latest.items() if k[2] == "champion"]
-            predictions = sum(s["predictions"] for s in champion)
-            labeled = sum(s["labeled"] for s in champion)
-            if predictions >= len(sent.valid) and labeled >= len(sent.outcomes):
-                return time.monotonic() - started
+            counts = (sum(s["predictions"] for s in champion),
+                      sum(s["labeled"] for s in champion))
+            if counts != last:  # more may come than was sent (a discrepancy): wait for quiet
+                last, reached = counts, None
+            elif counts[0] >= len(sent.valid) and counts[1] >= len(sent.outcomes):
+                reached = reached or time.monotonic()
+                if time.monotonic() - reached >= 3.0:
+                    return reached - started
         return None
     finally:
         c.close()
