@@ -120,6 +120,7 @@ class LoopMilestones:
             ("drift onset", self.onset),
             ("alert", self.alert["raised_at"] if self.alert else None),
             ("job started", self.steps.get("started")),
+            ("data gathered", self.steps.get("data_gathered")),
             ("trained", self.steps.get("trained")),
             ("shadow staged", self.steps.get("staged")),
             ("promoted", self.steps.get("promoted")),
@@ -234,7 +235,7 @@ def _timeline(c: WatchCounts, started_wall_ms: int, rows: int = 12) -> Table:
                       f"{len(ignored)} more request(s) ignored",
                       ", ".join(f"{n} {k}" for k, n in causes.most_common())
                       + f" (last at {(ignored[-1]['updated_at'] - started_wall_ms) / 1000:.1f}s)"))
-    for at, source, what, why in sorted(items)[-rows:]:
+    for at, source, what, why in sorted(items, key=lambda i: i[0])[-rows:]:  # stable
         t = (at - started_wall_ms) / 1000
         style = "magenta" if source == "model.events" else "cyan"
         table.add_row(f"{t:6.1f}s", f"[{style}]{source}[/{style}]", what, _short(why, 70))

@@ -39,7 +39,8 @@ def test_milestones_follow_the_loop_and_need_enough_labels_to_call_it_recovered(
     c.accuracy[("agrawal", "2", "champion")].append((3900, 0.97, 400))
     loop.update(c)
     assert loop.recovered == 3900 and loop.accuracy_after == 0.97 and loop.settled
-    assert [at for _, at in loop.timeline()] == [1000, 1200, 1300, 2000, 2100, 3000, 3900]
+    assert [at for _, at in loop.timeline()] == [1000, 1200, 1300, None, 2000, 2100, 3000,
+                                                 3900]
 
 
 def test_a_rejected_job_settles_the_loop_without_recovery() -> None:
