@@ -192,7 +192,7 @@ def hddm_a_signals(
 class DetectorSpec:
     """One detector configuration: ``kind`` and its parameter (None where it has none)."""
 
-    kind: str  # cusum, adwin, hddm (river), hddm_vec, glr, accuracy, always, periodic
+    kind: str  # cusum, adwin, hddm (river), hddm_vec, accuracy, always, periodic
     param: float | None = None
     phase: float = 0.0  # periodic only
     accuracy: float = 1.0  # accuracy rule only: the card's accuracy
@@ -223,12 +223,6 @@ def run_detector(
         return np.asarray(hddm_a_signals(e, spec.param, max_signals=max_signals), dtype=np.int64)
     if spec.kind == "hddm":
         return _river_hddm(e, spec.param or 0.001, max_signals)
-    if spec.kind == "glr":
-        from .detection_glr import glr_signals
-
-        assert spec.param is not None
-        return np.asarray(glr_signals(e, spec.param, batch, max_signals=max_signals),
-                          dtype=np.int64)
     if spec.kind == "accuracy":
         return _accuracy_rule(e, batch, spec.accuracy, settings or {})
     if spec.kind == "cusum":

@@ -48,6 +48,7 @@ __all__ = [
 _MIN_P0 = 1e-3
 _MAX_STATES = 200_000
 _MAX_DOWN_STEP = 20
+_GRID_STEP = math.log(1.005)
 # Chunks bound the work redone after a signal (the statistic restarts there).
 _CHUNK = 8192
 
@@ -146,11 +147,7 @@ def design_bernoulli_cusum(p0: float, p1: float, arl0: float) -> CusumDesign:
 
     best = min(range(1, _MAX_DOWN_STEP + 1), key=badness)
     down, up = best, max(1, round(ratio * best))
-    lo, hi = 1, max(up, 2)
-    while _arl(up, down, hi, p0) < arl0:
-        lo, hi = hi, hi * 2
-        if hi > _MAX_STATES:
-            raise ValueError(f"arl0={arl0} needs more than {_MAX_STATES} states")
+    lo, hi = _bracket_limit(up, down, p0, arl0, down_llr / down)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if _arl(up, down, mid, p0) >= arl0:
@@ -158,6 +155,33 @@ def design_bernoulli_cusum(p0: float, p1: float, arl0: float) -> CusumDesign:
         else:
             lo = mid
     return CusumDesign(p0=p0, p1=p1, up=up, down=down, limit=hi)
+
+
+def _bracket_limit(up: int, down: int, p0: float, arl0: float, step: float) -> tuple[int, int]:
+    """Limits ``lo < hi`` with ARL(lo) < arl0 <= ARL(hi), in a few solves: the log ARL grows
+    almost linearly with the limit, so a secant through two solves lands within a few states
+    of the answer, and the bracket widens from there by doubling steps."""
+    target = math.log(arl0)
+
+    def log_arl(limit: int) -> float:
+        if limit > _MAX_STATES:
+            raise ValueError(f"arl0={arl0} needs more than {_MAX_STATES} states")
+        return math.log(max(_arl(up, down, limit, p0), 1.0))
+
+    x1 = max(2, round(target / step))
+    x2 = x1 + max(2, x1 // 8)
+    a1, a2 = log_arl(x1), log_arl(x2)
+    slope = (a2 - a1) / (x2 - x1)
+    guess = max(1, x2 + math.ceil((target - a2) / slope)) if slope > 0 else 2 * x2
+    # Walk from the guess (or the nearer solved point) until arl0 is bracketed.
+    x, width = guess, 1
+    while log_arl(x) < target:
+        x, width = x + width, width * 2
+    hi, width = x, 1
+    lo = max(0, hi - 1)
+    while lo > 0 and log_arl(lo) >= target:
+        hi, lo, width = lo, max(0, lo - width), width * 2
+    return lo, hi
 
 
 def _arl(up: int, down: int, limit: int, p: float) -> float:
@@ -190,7 +214,13 @@ class BernoulliCUSUM:
     16 · warmup): an error rate estimated from 1,000 events is too rough to test a small
     increase against, and a long wait before monitoring would miss early changes.
     ``p0_quantile`` is the Jeffreys-posterior quantile of that estimate used as p0 (0.5 for
-    the plain estimate; higher is safer against false alarms, slower to detect).
+    the plain estimate; higher is safer against false alarms, slower to detect);
+    ``learning_quantile`` (default: the same) is used instead for the estimates before the last
+    refit, from fewer events: a cautious one there keeps the estimate's error from spending
+    the false-alarm budget while p0 is still being learned. ``shares`` splits the budget
+    between the charts (chart i is designed for ``arl0 / share_i``; default equal shares, the
+    Bonferroni split): a chart for large jumps needs little of it, as its statistic climbs
+    steeply either way.
 
     >>> rng = np.random.default_rng(0)
     >>> det = BernoulliCUSUM(arl0=100_000, p0=0.05)
@@ -210,6 +240,8 @@ class BernoulliCUSUM:
         horizon: int | None = None,
         p0_quantile: float = 0.75,
         rewarm: bool = True,
+        shares: Sequence[float] | None = None,
+        learning_quantile: float | None = None,
     ) -> None:
         ratios = (odds_ratio,) if isinstance(odds_ratio, int | float) else tuple(odds_ratio)
         if not ratios or min(ratios) <= 1.0:
@@ -221,6 +253,11 @@ class BernoulliCUSUM:
         self.warmup = warmup
         self.horizon = 16 * warmup if horizon is None else max(horizon, warmup)
         self.p0_quantile = p0_quantile
+        self.learning_quantile = p0_quantile if learning_quantile is None else learning_quantile
+        weights = [1.0] * len(self.odds_ratios) if shares is None else [float(w) for w in shares]
+        if len(weights) != len(self.odds_ratios) or min(weights) <= 0:
+            raise ValueError("one positive share of the false-alarm budget per odds ratio")
+        self.shares = tuple(w / sum(weights) for w in weights)
         self.rewarm = rewarm
         self._given_p0 = p0
         self.reset()
@@ -266,18 +303,20 @@ class BernoulliCUSUM:
         self.designs = [] if state["p0"] is None else self._design(float(state["p0"]))
 
     def _design(self, p0: float) -> list[CusumDesign]:
-        p0 = min(max(p0, _MIN_P0), 1.0 - _MIN_P0)
-        charts = len(self.odds_ratios)
+        p0 = _on_grid(min(max(p0, _MIN_P0), 1.0 - _MIN_P0))
         out = []
-        for ratio in self.odds_ratios:
+        for ratio, share in zip(self.odds_ratios, self.shares, strict=True):
             odds = ratio * p0 / (1.0 - p0)
             p1 = min(round(odds / (1.0 + odds), 6), 1.0 - 1e-6)
-            out.append(_cached_design(round(p0, 6), p1, self.arl0 * charts))
+            out.append(_cached_design(round(p0, 6), p1, float(f"{self.arl0 / share:.6g}")))
         return out
 
     def _refit(self) -> None:
         e, n = self._seen_errors, self._seen
-        p0 = float(stats.beta.ppf(self.p0_quantile, e + 0.5, n - e + 0.5))
+        # Before the last refit the estimate is rougher: a more cautious quantile keeps its
+        # error from spending the false-alarm budget while p0 is still being learned.
+        q = self.p0_quantile if 2 * n > self.horizon else self.learning_quantile
+        p0 = float(stats.beta.ppf(q, e + 0.5, n - e + 0.5))
         old, new = self.designs, self._design(p0)
         if old:
             # Keep the evidence gathered so far, converted to the new step sizes.
@@ -328,19 +367,33 @@ class BernoulliCUSUM:
 
 
 # The monitor's detector: charts for a small rise of the error odds (x1.6), a large one (x4)
-# and a model that stops working (x100), on the plain (median) estimate of p0. On the streams
-# of ``bench.detection`` it detects sooner than one chart at x2 with the 75% quantile, at the
-# same designed run length (measured there, with its false alarms on the null streams).
+# and a model that stops working (x100), on the plain (median) estimate of p0 once it rests on
+# 8,000+ events, and on its 99% quantile before. ``bench.detection`` measures it at an equal
+# false-alarm rate against ADWIN and HDDM_A: with the plain estimate throughout, most of its
+# false alarms came in the first few thousand events (p0 from 1,000 events is ±10% at p0 = 0.1),
+# so that at the same measured rate its charts had to be designed for ~8x the run length;
+# the cautious early estimate removes that waste and shortens every delay (SEA: −14%).
 MONITOR_ODDS_RATIOS = (1.6, 4.0, 100.0)
 MONITOR_P0_QUANTILE = 0.5
+MONITOR_LEARNING_QUANTILE = 0.99
 
 
 def monitor_detector(arl0: float) -> BernoulliCUSUM:
     """The concept-drift detector the monitor runs on each version's error stream."""
     return BernoulliCUSUM(arl0=arl0, odds_ratio=MONITOR_ODDS_RATIOS,
-                          p0_quantile=MONITOR_P0_QUANTILE)
+                          p0_quantile=MONITOR_P0_QUANTILE,
+                          learning_quantile=MONITOR_LEARNING_QUANTILE)
 
 
-@functools.lru_cache(maxsize=1024)
+def _on_grid(p0: float) -> float:
+    """p0 rounded up to a geometric grid (steps of 0.5%), so that the designs of nearby
+    estimates are shared (a design costs milliseconds; an estimate's own error is larger)."""
+    # The tolerance (a quarter step, ~0.1%) makes it idempotent: a design's p0 (rounded to 6
+    # decimals), reloaded from a checkpoint, stays on its grid point.
+    step = math.ceil(math.log(p0) / _GRID_STEP - 0.25)
+    return min(round(math.exp(step * _GRID_STEP), 6), 1.0 - _MIN_P0)
+
+
+@functools.lru_cache(maxsize=4096)
 def _cached_design(p0: float, p1: float, arl0: float) -> CusumDesign:
     return design_bernoulli_cusum(p0, p1, arl0)

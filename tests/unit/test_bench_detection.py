@@ -132,12 +132,58 @@ def test_the_bench_runs_the_monitors_own_concept_detector() -> None:
 def test_the_plot_is_a_png_with_misses_drawn_at_the_horizon(tmp_path) -> None:
     from bench import detection as d
 
-    keys = (d.CUSUM, d.ADWIN, d.ADWIN_CAL, d.HDDM, d.HDDM_CAL, d.GLR)
-    scenarios = {name: {"detectors": {k: _summary([None] * 3 if k == d.GLR else [900] * 3,
-                                                  [None] * 3 if k == d.GLR else [800] * 3,
+    keys = (d.SERVICE_CAL, d.ADWIN_CAL, d.HDDM_CAL, d.CUSUM, d.ADWIN, d.HDDM)
+    scenarios = {name: {"detectors": {k: _summary([None] * 3 if k == d.HDDM else [900] * 3,
+                                                  [None] * 3 if k == d.HDDM else [800] * 3,
                                                   0, 5_000.0) for k in keys}}
                  for name in (*d.CONCEPT, d.LABEL_SHIFT)}
     results = {"scenarios": scenarios, "plan": {"horizon": 20_000, "seeds": 3},
                "calibration": {"null_error_events": 1_000}}
     out = d.plot(results, tmp_path / "delays.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_null_streams_are_bernoulli_at_their_rate_and_reproducible() -> None:
+    from bench.detection_budget import null_stream
+
+    e = null_stream(0.1, 200_000, 3)
+    assert e.dtype == bool and abs(e.mean() - 0.1) < 0.003
+    assert (null_stream(0.1, 1_000, 3) == e[:1_000]).all()
+    assert not (null_stream(0.1, 1_000, 4) == e[:1_000]).all()
+
+
+def test_bisection_finds_the_most_sensitive_value_within_budget() -> None:
+    from bench.detection_budget import Tuning, bisect_parameter
+
+    def count(value: float, cap: int) -> int:  # alarms fall as the value falls (like δ)
+        return min(cap, int(value * 1_000))
+
+    value, alarms, tried = bisect_parameter(Tuning("x", 1.0, 1e-9, steps=30), 10, count)
+    assert alarms <= 10 and count(value, 10**6) <= 10
+    assert count(value * 1.01, 10**6) >= 10  # a hair more sensitive would be at the edge
+    assert tried[0] == (pytest.approx(1e-9), 0)
+    # A budget not even the safest value meets: reported, not hidden.
+    value, alarms, _ = bisect_parameter(Tuning("x", 1.0, 0.5), 10, lambda v, cap: 99)
+    assert value == pytest.approx(0.5) and alarms == 99
+
+
+def test_alarm_counts_stop_past_the_cap() -> None:
+    from bench.detection_budget import count_alarms
+
+    spec = DetectorSpec("hddm_vec", 0.5)  # very sensitive: many alarms
+    full = count_alarms(spec, [0.1, 0.1], 20_000, [1, 2], 250, cap=10**6)
+    assert full > 5
+    assert count_alarms(spec, [0.1, 0.1], 20_000, [1, 2], 250, cap=5) == 5
+    assert count_alarms(DetectorSpec("hddm_vec", 0.5), [0.0], 20_000, [1], 250, cap=9) == 0
+
+
+def test_budget_streams_follow_each_familys_baseline_rate() -> None:
+    from bench import detection as d
+
+    scen = [{"error_rates": {d.AGRAWAL_SUDDEN: (0.0, 0.5), d.SEA_SUDDEN: (0.1 + s / 100, 0.2),
+                             d.HYPERPLANE: (0.05, 0.1)}} for s in range(3)]
+    nulls = d.budget_streams(scen, d.Plan(budget_streams=7))
+    assert len(nulls["agrawal"]) == 1  # no errors at all: a constant stream, one as a check
+    assert [p for p, _ in nulls["sea"]] == pytest.approx([0.1, 0.11, 0.12] * 2 + [0.1])
+    seeds = [s for ss in nulls.values() for _, s in ss]
+    assert len(set(seeds)) == len(seeds)

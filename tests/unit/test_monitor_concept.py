@@ -96,9 +96,42 @@ def test_each_chart_of_a_multi_chart_cusum_gets_its_share_of_the_run_length() ->
     det = BernoulliCUSUM(arl0=1e5, odds_ratio=(1.5, 3.0, 30.0), p0=0.1)
     assert len(det.designs) == 3
     for design, ratio in zip(det.designs, (1.5, 3.0, 30.0), strict=True):
-        odds = design.p1 / (1 - design.p1) / (0.1 / 0.9)
+        assert 0.1 * 0.998 <= design.p0 <= 0.1 * 1.005  # p0 rounded (up) to the design grid
+        odds = design.p1 / (1 - design.p1) / (design.p0 / (1 - design.p0))
         assert odds == pytest.approx(ratio, rel=1e-4)
         assert design.arl(0.1) >= 3e5  # Bonferroni: 3 charts, about 1e5 for the whole
+    split = BernoulliCUSUM(arl0=1e5, odds_ratio=(1.5, 30.0), shares=(0.9, 0.1), p0=0.1)
+    small, jump = split.designs
+    assert 1e5 / 0.9 <= small.arl(small.p0) < 1.1 * 1e5 / 0.9
+    assert jump.arl(jump.p0) >= 1e6
+    with pytest.raises(ValueError):
+        BernoulliCUSUM(odds_ratio=(1.5, 30.0), shares=(1.0,))
+
+
+@pytest.mark.parametrize(("p0", "ratio", "arl0"),
+                         [(0.001, 1.6, 1e5), (0.05, 4.0, 3e7), (0.105, 1.6, 2e6),
+                          (0.3, 100.0, 1e4), (0.6, 1.6, 1e7)])
+def test_the_design_is_the_smallest_limit_reaching_arl0(p0: float, ratio: float,
+                                                        arl0: float) -> None:
+    from services.monitor.concept import _arl
+
+    odds = ratio * p0 / (1 - p0)
+    d = design_bernoulli_cusum(p0, odds / (1 + odds), arl0)
+    assert d.arl(p0) >= arl0 > _arl(d.up, d.down, d.limit - 1, p0)
+
+
+def test_a_cautious_estimate_while_learning_then_the_plain_one() -> None:
+    rng = np.random.default_rng(7)
+    errors = rng.random(20_000) < 0.1
+    cautious = BernoulliCUSUM(arl0=1e6, p0_quantile=0.5, learning_quantile=0.99)
+    plain = BernoulliCUSUM(arl0=1e6, p0_quantile=0.5)
+    cautious.update_many(errors[:1_000])
+    plain.update_many(errors[:1_000])
+    assert cautious.design is not None and plain.design is not None
+    assert cautious.design.p0 > plain.design.p0 * 1.1  # 1,000 events: a rough estimate
+    cautious.update_many(errors[1_000:])
+    plain.update_many(errors[1_000:])
+    assert cautious.design.p0 == plain.design.p0  # after the last refit (16,000 events)
 
 
 def test_the_monitors_charts_catch_a_jump_sooner_and_a_moderate_rise_nearly_as_soon() -> None:
