@@ -3,7 +3,9 @@ prediction per serving version on ``predictions``.
 
 Which versions serve comes from the registry (``model.events``, followed live, see
 :mod:`.serving`): the champion serves every entity but the canary's share, the canary serves its
-share (``served: true`` for both), and each shadow scores every event (``served: false``). A
+share (``served: true`` for both), and each shadow scores every event (``served: false``). The
+versions scoring a record are those in force at its Kafka timestamp minus ``SWITCH_DELAY_MS``,
+so a record replayed after a promotion or a rollback is scored exactly as the first time. A
 model the registry does not know is served from the artifact store as before: the pinned
 ``MODELSTREAM_MODEL_VERSION`` or the newest version, followed as new ones appear.
 """
@@ -12,14 +14,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
 from confluent_kafka import Message
 
 from ..models import ArtifactStore, OnnxModel
-from ..registry import ModelEvent, entity_bucket
+from ..registry import SWITCH_DELAY_MS, ModelEvent, entity_bucket
 from ..runtime import metrics, topics
 from ..runtime.deadletter import DeadLetters
 from ..runtime.errors import DecodeError, ModelLoadError
@@ -28,7 +29,7 @@ from ..runtime.records import NOT_SCORABLE, check_scorable
 from ..runtime.serde import EventDecoder, EventEncoder
 from ..runtime.settings import Settings
 from .scorer import VersionScorer
-from .serving import ModelServing, Plan, RegistryWatch
+from .serving import ModelServing, Period, RegistryWatch
 
 __all__ = ["PredictLoop", "Predictor", "build"]
 
@@ -58,13 +59,11 @@ class Predictor:
         )
         self.dead_letters = DeadLetters(settings, SERVICE, topics.FEATURES_DLQ)
         self.watch = RegistryWatch(settings, store)
-        self._published: Plan = self.watch.plan
-        self.plan: Plan = self.watch.plan
         # Models the registry does not know, served straight from the store.
         self.legacy: dict[str, ModelServing] = {}
         self._refreshed = time.monotonic()
         default = settings.default_model
-        if default not in self.plan:
+        if default not in self.watch.plan:
             if self.watch.knows(default):
                 # The configured model must serve: a broken champion is an error, not a fallback.
                 raise ModelLoadError(
@@ -81,15 +80,31 @@ class Predictor:
         metrics.SERVING_VERSIONS.labels(model, loaded.version, "champion").set(1)
         return VersionScorer(loaded)
 
-    def serving(self, model: str) -> ModelServing:
-        found = self.plan.get(model) or self.legacy.get(model)
+    def serving(self, model: str, at_ms: int, periods: dict[str, list[Period]]) -> ModelServing:
+        """The versions that serve ``model`` for a record of time ``at_ms``; ``periods`` keeps
+        the periods this batch has looked up."""
+        known = periods.get(model)
+        if known is None:
+            latest = self.watch.latest(model)
+            if latest is None:
+                return self.legacy.get(model) or self._legacy(model)
+            known = periods[model] = [latest]
+        found = next((p for p in known if p[0] <= at_ms and (p[1] is None or at_ms < p[1])), None)
         if found is None:
-            if self.watch.knows(model):
-                raise DecodeError("model_unavailable", f"{model}: no champion in the registry")
-            try:
-                found = self.legacy[model] = ModelServing(self._load(model, None))
-            except ModelLoadError as exc:
-                raise DecodeError("model_unavailable", str(exc)) from exc
+            found = self.watch.serving_at(model, at_ms)
+            known.append(found)
+        serving = found[2]
+        if serving is None:
+            raise DecodeError("model_unavailable", f"{model}: no champion of the registry loads")
+        return serving
+
+    def _legacy(self, model: str) -> ModelServing:
+        if self.watch.knows(model):
+            raise DecodeError("model_unavailable", f"{model}: no champion in the registry")
+        try:
+            found = self.legacy[model] = ModelServing(self._load(model, None))
+        except ModelLoadError as exc:
+            raise DecodeError("model_unavailable", str(exc)) from exc
         return found
 
     def on_idle(self) -> list[Output]:
@@ -115,31 +130,32 @@ class Predictor:
                               model, current.champion.version, latest, exc)
 
     def __call__(self, batch: list[Message]) -> list[Output]:
-        published = self.watch.plan
-        if published is not self._published:  # swap between batches, never inside one
-            self._published = published
-            self.plan = self.watch.without_failed(published)
         outputs: list[Output] = []
-        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        servings: dict[str, ModelServing] = {}
+        groups: dict[int, tuple[str, ModelServing, list[dict[str, Any]]]] = {}
+        periods: dict[str, list[Period]] = {}
         now_ms = int(time.time() * 1000)
-        for msg in batch:
+        # A record is served by the versions in force at its timestamp (less the switch delay),
+        # whenever it is processed: a replay after a champion change is scored as the first time.
+        stamps = [_stamp(msg, now_ms) - SWITCH_DELAY_MS for msg in batch]
+        self.watch.ensure_known(max(stamps))
+        for msg, at in zip(batch, stamps, strict=True):
             try:
                 event = self.decoder.decode(msg.value())
                 model = event.get("model") or self.settings.default_model
                 if type(model) is not str:
                     raise DecodeError(NOT_SCORABLE, f"model must be a string, got {model!r:.60}")
-                if model not in servings:
-                    # An unknown model is this event's problem, not the batch's.
-                    servings[model] = self.serving(model)
-                champion = servings[model].champion
+                # An unknown model is this event's problem, not the batch's.
+                serving = self.serving(model, at, periods)
+                champion = serving.champion
                 check_scorable(event, champion.names, champion.codes)
-                groups[model].append(event)
+                group = groups.get(id(serving))
+                if group is None:
+                    group = groups[id(serving)] = (model, serving, [])
+                group[2].append(event)
             except DecodeError as exc:
                 outputs.append(self.dead_letters.output(msg, exc.reason, exc.detail, now_ms))
                 continue
-        for model, events in groups.items():
-            serving = servings[model]
+        for model, serving, events in groups.values():
             if serving.canary is None and not serving.shadows:
                 self._emit(serving.champion, events, outputs)
             else:
@@ -175,9 +191,6 @@ class Predictor:
         except Exception as exc:  # anything a broken model can throw
             rejection = self.watch.isolate(model, scorer.version, scorer.role, exc)
             outputs.append(self._event_output(rejection))
-            current = self.plan.get(model)
-            if current is not None:
-                self.plan = {**self.plan, model: current.without(scorer.version)}
             return False
         outputs.extend(staged)
         return True
@@ -201,6 +214,12 @@ class Predictor:
     def _event_output(self, event: ModelEvent) -> Output:
         value = self.event_encoder.encode(event.to_record())
         return Output(self.settings.topics.model_events, value, event.key)
+
+
+def _stamp(msg: Message, default: int) -> int:
+    """The record's Kafka timestamp (create or log-append time; fixed for good once written)."""
+    kind, ts = msg.timestamp()
+    return ts if kind else default
 
 
 class PredictLoop(StreamLoop):

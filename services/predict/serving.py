@@ -4,9 +4,16 @@ A :class:`ModelServing` is the set of versions scoring one model — the champio
 canary with its share of entities, and the shadows — as scorers that are already loaded. The
 :class:`RegistryWatch` replays the registry on start, then reads new events between batches
 (:meth:`RegistryWatch.poll`, a non-blocking read); when what should serve changes it loads the new
-versions in a background thread and publishes a new immutable plan. The handler picks the plan up
-at the start of a batch, so a batch is scored by exactly one set of versions: no event is scored
-twice by a version, none waits more than the batch in hand.
+versions in a background thread, ahead of the moment they take effect.
+
+Which set scores a record is a function of the record, not of when it is processed: the set in
+force (``ModelRecord.serving_at``) at the record's Kafka timestamp minus ``SWITCH_DELAY_MS``. A
+batch replayed after a promotion (predict killed with the batch in hand) is scored by the same
+versions as the first time, so a replay repeats prediction ids exactly and never adds a second
+served one. Before choosing, :meth:`RegistryWatch.ensure_known` makes sure ``model.events`` has
+been read up to the newest record's time (a local check of the last fetch's high watermark; it
+blocks only when the follower is behind). Sets of earlier periods are loaded on demand from the
+artifact store (sha256-checked as always) and a few are kept.
 
 A challenger (canary or shadow) that fails to load is isolated: counted, logged, left out of the
 plan and retired with a ``rejected`` event. A new champion that fails to load leaves the old
@@ -19,10 +26,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 from ..models import ArtifactStore, OnnxModel
-from ..registry import ModelEvent, RegistryFollower, ServingSet, VersionRecord, load_version
+from ..registry import (
+    ModelEvent,
+    ModelRecord,
+    RegistryError,
+    RegistryFollower,
+    ServingPeriod,
+    ServingSet,
+    VersionRecord,
+    load_version,
+    now_ms,
+)
 from ..runtime import metrics
 from ..runtime.errors import ModelLoadError
 from ..runtime.settings import Settings
@@ -34,6 +52,11 @@ log = logging.getLogger(__name__)
 
 ACTOR = "predict"
 _POLL_SECONDS = 0.05  # how often the registry is read between batches
+# How old the last fetch's high watermark may be: the follower fetches every fetch.wait.max.ms
+# (20 ms) when idle; the rest is margin for a busy machine. Must stay well below SWITCH_DELAY_MS.
+_FETCH_STALENESS_MS = 100
+_CATCH_UP_SECONDS = 30.0  # a follower this far behind stops the service (the batch is replayed)
+_KEEP_SETS = 8  # serving sets (and loaded versions) kept for records of earlier periods
 
 
 @dataclass(frozen=True)
@@ -71,13 +94,17 @@ class ModelServing:
 
 
 Plan = dict[str, ModelServing]
+SetKey = tuple[str, tuple[object, ...]]
+Period = tuple[int, int | None, "ModelServing | None"]
+_OPEN_START = -(1 << 62)  # the first period also serves records older than the registry
 
 
 class RegistryWatch:
-    """Follows ``model.events`` and keeps :attr:`plan` (model → :class:`ModelServing`) current.
+    """Follows ``model.events`` and loads what serves each model, period by period.
 
-    Only models with a champion in the registry are in the plan; predict serves any other model
-    from the artifact store as before (the registry does not know it).
+    :attr:`plan` (model → :class:`ModelServing`) is the latest period's set of each model with a
+    champion; :meth:`serving_at` the set for a record's time. Only models with a champion in the
+    registry are served here; predict serves any other model from the artifact store as before.
     """
 
     def __init__(self, settings: Settings, store: ArtifactStore) -> None:
@@ -85,10 +112,13 @@ class RegistryWatch:
         self.store = store
         self._follower = RegistryFollower(settings)
         self._follower.catch_up()
-        self._models: dict[tuple[str, str], OnnxModel] = {}
+        self.known_ms = now_ms() - _FETCH_STALENESS_MS  # model.events is read up to this time
+        self._models: OrderedDict[tuple[str, str], OnnxModel] = OrderedDict()
+        self._sets: OrderedDict[SetKey, ModelServing | None] = OrderedDict()
         self._failed: set[tuple[str, str]] = set()
         self._rejections: list[ModelEvent] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the follower's state, the loader thread's bookkeeping
+        self._loading = threading.RLock()  # the caches above; held while loading
         self._loader: threading.Thread | None = None
         self._dirty = False
         self._polled = time.monotonic()
@@ -111,34 +141,70 @@ class RegistryWatch:
         now = time.monotonic()
         if now - self._polled >= _POLL_SECONDS:
             self._polled = now
-            with self._lock:  # the loader snapshots the state under the same lock
-                changed = bool(self._follower.poll(0))
-            if changed:
-                self._schedule()
+            self._read(0)
         with self._lock:
             out, self._rejections = self._rejections, []
         return out
 
+    def ensure_known(self, time_ms: int) -> None:
+        """Return once ``model.events`` is read up to ``time_ms`` (a record's time to serve).
+
+        Cheap when the follower is current (the last fetch's watermark, no round trip); blocks
+        while it reads what it is behind on. A record stamped ahead of this machine's clock is
+        served by what is known now."""
+        if time_ms <= self.known_ms:
+            return
+        deadline = time.monotonic() + _CATCH_UP_SECONDS
+        timeout = 0.0
+        while True:
+            self._read(timeout)
+            if self._follower.caught_up():
+                now = now_ms()
+                self.known_ms = max(self.known_ms, now - _FETCH_STALENESS_MS)
+                if time_ms <= self.known_ms or time_ms > now:
+                    return
+            if time.monotonic() > deadline:
+                raise RegistryError(
+                    f"{self._follower.topic}: not read up to {time_ms} after"
+                    f" {_CATCH_UP_SECONDS:.0f} s (at offset {self._follower.state.offset})"
+                )
+            timeout = 0.02
+
+    def serving_at(self, model: str, time_ms: int) -> Period:
+        """The period in force at ``time_ms`` as ``(start, end, loaded set)``: the set is
+        ``None`` when nothing of it loads; ``start`` is open for the first period and ``end`` for
+        the latest. ``KeyError`` when the model never had a champion."""
+        record = self._follower.state.model(model)
+        found = record.serving_at(time_ms) if record else None
+        if record is None or found is None:
+            raise KeyError(model)
+        return self._period(record.periods, found[0])
+
+    def latest(self, model: str) -> Period | None:
+        """The model's latest period (see :meth:`serving_at`), or ``None`` without a champion."""
+        record = self._follower.state.model(model)
+        if record is None or not record.periods:
+            return None
+        return self._period(record.periods, len(record.periods) - 1)
+
+    def _period(self, periods: list[ServingPeriod], index: int) -> Period:
+        start = periods[index].start if index else _OPEN_START
+        end = periods[index + 1].start if index + 1 < len(periods) else None
+        return start, end, self._set(periods, index)
+
     def isolate(self, model: str, version: str, role: str, error: BaseException) -> ModelEvent:
         """A challenger failed to score: never load it again here; the ``rejected`` event."""
         self._failed.add((model, version))
+        with self._loading:
+            for key, serving in self._sets.items():
+                if key[0] == model and serving is not None:
+                    self._sets[key] = serving.without(version)
+            if model in self.plan:
+                self.plan = {**self.plan, model: self.plan[model].without(version)}
         metrics.VERSION_FAILURES.labels(model, version, role, "score").inc()
         metrics.SERVING_VERSIONS.labels(model, version, role).set(0)
         log.error("%s v%s (%s) failed to score and is unloaded: %s", model, version, role, error)
         return self._rejection(model, version, f"failed to score as {role}: {error}")
-
-    def without_failed(self, plan: Plan) -> Plan:
-        """``plan`` minus challengers that failed since it was built (a load racing a failure)."""
-        failed = self._failed
-        if not any((m, v) in failed for m, s in plan.items() for v, _ in s.roles()):
-            return plan
-        out = {}
-        for model, serving in plan.items():
-            for version, role in serving.roles():
-                if role != "champion" and (model, version) in failed:
-                    serving = serving.without(version)
-            out[model] = serving
-        return out
 
     def close(self) -> None:
         with self._lock:
@@ -147,6 +213,17 @@ class RegistryWatch:
             loader.join(30)  # a load in flight still uses the store, not the consumer
         with self._lock:
             self._follower.close()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read(self, timeout: float) -> None:
+        with self._lock:  # the loader snapshots the state under the same lock
+            changed = bool(self._follower.poll(timeout))
+            caught_up = not changed and self._follower.caught_up()
+        if caught_up:
+            self.known_ms = max(self.known_ms, now_ms() - _FETCH_STALENESS_MS)
+        if changed:
+            self._schedule()
 
     # -- loading --------------------------------------------------------------------------
 
@@ -172,14 +249,15 @@ class RegistryWatch:
                 self._dirty = False
 
     def _build(self) -> None:
+        """Load the latest period of every model (ahead of its taking effect) into :attr:`plan`."""
         with self._lock:
-            snapshot = [r.serving() for r in self._follower.state.models.values() if r.champion]
+            snapshot = [list(r.periods) for r in self._follower.state.models.values()
+                        if r.periods]
         plan: Plan = {}
-        for wanted in snapshot:
-            name = wanted.model
-            serving = self._serving(wanted, self.plan.get(name))
+        for periods in snapshot:
+            serving = self._set(periods, len(periods) - 1)
             if serving is not None:
-                plan[name] = serving
+                plan[periods[-1].serving.model] = serving
         for name, serving in plan.items():
             old = self.plan.get(name)
             if old is None or old.roles() != serving.roles() or old.fraction != serving.fraction:
@@ -189,19 +267,33 @@ class RegistryWatch:
                     metrics.SERVING_VERSIONS.labels(name, version, role).set(0)
                 for version, role in serving.roles():
                     metrics.SERVING_VERSIONS.labels(name, version, role).set(1)
-        self.plan = plan  # one reference assignment: the handler sees the old plan or this one
-        in_use = {(m, v) for m, s in plan.items() for v, _ in s.roles()}
-        for key in list(self._models):
-            if key not in in_use:
-                del self._models[key]  # unloaded: the session goes with the last reference
+        self.plan = plan  # one reference assignment: readers see the old plan or this one
 
-    def _serving(self, wanted: ServingSet, current: ModelServing | None) -> ModelServing | None:
+    def _set(self, periods: list[ServingPeriod], index: int) -> ModelServing | None:
+        """The loaded set of ``periods[index]``, from the cache or loaded now."""
+        wanted = periods[index].serving
+        key: SetKey = (wanted.model, (periods[index].start, *wanted.key()))
+        with self._loading:
+            if key in self._sets:
+                self._sets.move_to_end(key)
+                return self._sets[key]
+            serving = self._serving(wanted, periods, index)
+            self._sets[key] = serving
+            while len(self._sets) > _KEEP_SETS:
+                self._sets.popitem(last=False)
+            return serving
+
+    def _serving(
+        self, wanted: ServingSet, periods: list[ServingPeriod], index: int
+    ) -> ModelServing | None:
         assert wanted.champion is not None
         champion_model = self._load(wanted.champion, "champion")
         if champion_model is None:
-            if current is None:
+            # A champion that does not load leaves the one before it serving.
+            before = self._set(periods, index - 1) if index > 0 else None
+            if before is None:
                 return None
-            champion = current.champion  # the old champion keeps serving
+            champion = before.champion
         else:
             champion = VersionScorer(champion_model, "champion", True)
         canary = None
@@ -226,6 +318,7 @@ class RegistryWatch:
             return None
         found = self._models.get(key)
         if found is not None:
+            self._models.move_to_end(key)
             return found
         try:
             loaded = load_version(self.store, record, threads=self.settings.ort_threads)
@@ -233,7 +326,7 @@ class RegistryWatch:
             self._failed.add(key)
             metrics.VERSION_FAILURES.labels(record.model, record.version, role, "load").inc()
             if role == "champion":
-                log.error("%s v%s cannot serve as champion; the current champion stays: %s",
+                log.error("%s v%s cannot serve as champion; the champion before it stays: %s",
                           record.model, record.version, exc)
             else:
                 log.error("%s v%s (%s) failed to load and is left out: %s",
@@ -244,10 +337,12 @@ class RegistryWatch:
                     self._rejections.append(event)
             return None
         self._models[key] = loaded
+        while len(self._models) > _KEEP_SETS:
+            self._models.popitem(last=False)  # unloaded with the last set that uses it
         return loaded
 
     def _rejection(self, model: str, version: str, reason: str) -> ModelEvent:
-        record = self._follower.state.model(model)
+        record: ModelRecord | None = self._follower.state.model(model)
         known = record.versions.get(version) if record else None
         return ModelEvent(
             model=model, version=version, transition="rejected", actor=ACTOR,

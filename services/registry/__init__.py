@@ -18,7 +18,8 @@ The API (everything below is importable from ``services.registry``)::
     RegistryState         the fold: .models[name] → ModelRecord (.champion, .canary,
                           .canary_fraction, .shadows, .versions[v] → VersionRecord with status,
                           card, sha256, metrics, lineage; .history → HistoryEntry list;
-                          .champions → ChampionPeriod list; .champion_at(ms)),
+                          .champions → ChampionPeriod list; .champion_at(ms); .periods →
+                          ServingPeriod list; .serving_at(ms) → (index, ServingSet)),
                           .serving(name) → ServingSet | None, .check(event) → why not | None,
                           RegistryState.fold(events).
 
@@ -71,15 +72,18 @@ from .exceptions import RegistryError, TransitionRefused
 from .journal import RegistryFollower, publish_events, replay
 from .routing import entity_bucket, serves_canary
 from .state import (
+    SWITCH_DELAY_MS,
     ChampionPeriod,
     HistoryEntry,
     ModelRecord,
     RegistryState,
+    ServingPeriod,
     ServingSet,
     VersionRecord,
 )
 
 __all__ = [
+    "SWITCH_DELAY_MS",
     "TRANSITIONS",
     "ChampionPeriod",
     "HistoryEntry",
@@ -89,6 +93,7 @@ __all__ = [
     "RegistryError",
     "RegistryFollower",
     "RegistryState",
+    "ServingPeriod",
     "ServingSet",
     "TrainingWindow",
     "Transition",

@@ -7,6 +7,7 @@ record per transition; the topic, not this module, is the registry.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,10 +16,10 @@ from ..models.artifact import sha256_hex
 from ..models.card import ArtifactRef
 from ..runtime.errors import ModelLoadError
 from ..runtime.settings import Settings
-from .events import Lineage, ModelEvent, Transition
+from .events import Lineage, ModelEvent, Transition, now_ms
 from .exceptions import TransitionRefused
 from .journal import publish_events, replay
-from .state import RegistryState, VersionRecord
+from .state import SWITCH_DELAY_MS, RegistryState, VersionRecord
 
 __all__ = [
     "adopt_store",
@@ -112,6 +113,10 @@ def transition(
     ``rejected`` (for good) or ``rolled_back`` (see :func:`rollback`). Before a version is given a
     serving role its artifact is read back from the store and checked against the sha256 it was
     registered with. ``state`` skips the replay when the caller has just folded the topic.
+
+    Returns once the transition is in force: predict serves records stamped
+    ``SWITCH_DELAY_MS`` after the event's time with the new versions, so this waits that long
+    after the append (every record produced after the call returns is served by them).
     """
     if kind == "registered":
         raise TransitionRefused("use register() to add a version")
@@ -138,7 +143,13 @@ def transition(
             _verify_artifact(store or ArtifactStore.from_settings(settings), known)
         except ModelLoadError as exc:
             raise TransitionRefused(f"{where}: cannot make it {kind}: {exc}") from exc
+    # Stamped just before the append: the time is when the transition takes effect, so the
+    # artifact check above must not age it.
+    event = event.model_copy(update={"time": now_ms()})
     publish_events(settings, [event])
+    left = event.time + SWITCH_DELAY_MS - now_ms()
+    if left > 0:
+        time.sleep(left / 1000)
     return event
 
 

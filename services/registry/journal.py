@@ -150,6 +150,18 @@ class RegistryFollower:
             applied.append(event)
         return applied
 
+    def caught_up(self) -> bool:
+        """True when every record up to the high watermark of the last fetch response is read.
+
+        No broker round trip (the consumer fetches continuously, every ``fetch.wait.max.ms`` when
+        idle, so the watermark is that fresh); ListOffsets is both slower and, on some brokers,
+        short of the last batch's end."""
+        if not self._assigned:
+            return False
+        _, high = self._consumer.get_watermark_offsets(
+            TopicPartition(self.topic, 0), cached=True
+        )
+        return high >= 0 and self.state.offset >= high
 
     def _watermarks(self, timeout: float) -> tuple[int, int]:
         try:

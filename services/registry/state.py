@@ -22,10 +22,17 @@ Rules, per model:
   version or roll back instead).
 - ``rolled_back`` (on the champion) demotes it and restores the most recent earlier champion that
   was not rejected since.
+
+Serving periods: every applied transition that changes what serves a model (once it has a
+champion) starts a :class:`ServingPeriod` at the event's time (never before the previous
+period's start, so the periods stay in order whatever clocks the writers had).
+:meth:`ModelRecord.serving_at` answers "what served at t", which predict uses to pick the
+versions for a record by its timestamp, not by when it is processed (see ``SWITCH_DELAY_MS``).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -36,10 +43,17 @@ __all__ = [
     "ChampionPeriod",
     "HistoryEntry",
     "ModelRecord",
+    "SWITCH_DELAY_MS",
     "RegistryState",
+    "ServingPeriod",
     "ServingSet",
     "VersionRecord",
 ]
+
+# A transition serves records stamped at least this long after its time: predict scores a record
+# with the versions in force at (record timestamp - SWITCH_DELAY_MS), and the delay lets the
+# transition reach every predict replica before any record it governs is scored.
+SWITCH_DELAY_MS = 250
 
 
 @dataclass
@@ -104,6 +118,14 @@ class ServingSet:
         )
 
 
+@dataclass(frozen=True)
+class ServingPeriod:
+    """``serving`` was in force from ``start`` (epoch ms) until the next period's start."""
+
+    start: int
+    serving: ServingSet
+
+
 @dataclass
 class ModelRecord:
     """The fold of one model's events."""
@@ -116,6 +138,7 @@ class ModelRecord:
     shadows: list[str] = field(default_factory=list)
     previous_champions: list[str] = field(default_factory=list)
     champions: list[ChampionPeriod] = field(default_factory=list)
+    periods: list[ServingPeriod] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)
 
     # -- queries -------------------------------------------------------------------------------
@@ -126,6 +149,15 @@ class ModelRecord:
             if period.start <= time_ms and (period.end is None or time_ms < period.end):
                 return period.version
         return None
+
+    def serving_at(self, time_ms: int) -> tuple[int, ServingSet] | None:
+        """The index and serving set of the period in force at ``time_ms``; before the first
+        champion, the first period (records older than the registry are served by its first
+        champion). ``None`` when the model never had a champion."""
+        if not self.periods:
+            return None
+        i = max(bisect_right(self.periods, time_ms, key=_start) - 1, 0)
+        return i, self.periods[i].serving
 
     def serving(self) -> ServingSet:
         v = self.versions
@@ -227,9 +259,18 @@ class ModelRecord:
             self._set_status(version, kind, e)
         if e.metrics and kind != "registered" and version in self.versions:
             self.versions[version].metrics.update(e.metrics)
+        self._new_period(e.time)
         entry = HistoryEntry(e, applied=True, archived=archived, restored=restored)
         self.history.append(entry)
         return entry
+
+    def _new_period(self, time_ms: int) -> None:
+        if self.champion is None:
+            return
+        now = self.serving()
+        last = self.periods[-1] if self.periods else None
+        if last is None or last.serving.key() != now.key():
+            self.periods.append(ServingPeriod(max(time_ms, last.start if last else time_ms), now))
 
     def _restorable(self) -> str | None:
         for candidate in reversed(self.previous_champions):
@@ -259,6 +300,10 @@ class ModelRecord:
         record.status = status
         record.updated_at = e.time
         record.traffic_fraction = e.traffic_fraction if status == "canary" else None
+
+
+def _start(period: ServingPeriod) -> int:
+    return period.start
 
 
 @dataclass

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from confluent_kafka import TopicPartition
 
 from services.models import ArtifactStore, ModelCard
 from services.models.agrawal import AGRAWAL_FEATURES, train_agrawal
@@ -156,6 +157,44 @@ def test_promote_and_roll_back_under_traffic_lose_and_repeat_nothing(reg, challe
     m = read_state(reg).models["agrawal"]
     assert m.champion == "1" and m.versions[v2].status == "rolled_back"
     assert [p.version for p in m.champions] == ["1", v2, "1"]
+
+
+def test_a_replay_after_a_promotion_is_served_by_the_versions_of_the_first_pass(
+    reg, challenger, run_loop
+):
+    """Served versions follow the record's timestamp, not when it is processed: replayed after
+    the champion changed (predict killed with a batch in hand), events keep their prediction."""
+    v2 = registered_v2(reg, challenger)
+    records = valid_events(900, 200)
+    first = run_loop(build_predict(reg))
+    produce(reg, "features.valid", records[:300])
+    transition(reg, "agrawal", v2, "champion", actor="test", reason="better holdout")
+    produce(reg, "features.valid", records[300:600])
+    rollback(reg, "agrawal", actor="test", reason="drill")
+    produce(reg, "features.valid", records[600:])
+    preds = read(reg, "predictions", 900)
+    assert len(preds) == 900
+    served = {p["event_id"]: (p["model_version"], p["prediction_id"]) for p in preds}
+    assert {served[f"e-{i}"][0] for i in range(300)} == {"1"}
+    assert {served[f"e-{i}"][0] for i in range(300, 600)} == {v2}
+    assert {served[f"e-{i}"][0] for i in range(600, 900)} == {"1"}
+    first.stop()
+
+    # Replay everything with the group's offsets reset, then again after another promotion:
+    # the registry now says v2, yet each event is scored as it was the first time.
+    transition(reg, "agrawal", v2, "champion", actor="test", reason="again")
+    group = f"{reg.topic_prefix}modelstream-predict"
+    reset = kafka.consumer(reg, group)
+    topic = reg.topics.features_valid
+    parts = reset.list_topics(topic, timeout=10).topics[topic].partitions
+    reset.commit(offsets=[TopicPartition(topic, p, 0) for p in parts], asynchronous=False)
+    reset.close()
+    run_loop(build_predict(reg))
+    again = read(reg, "predictions", 1800, timeout=60)
+    assert len(again) == 1800, "each event scored once more, as a replay"
+    replayed = Counter((p["event_id"], p["model_version"], p["prediction_id"]) for p in again)
+    assert set(replayed.values()) == {2}
+    assert {(e, v, pid) for e, (v, pid) in served.items()} == set(replayed)
 
 
 def _sklearn_onnx(n_features: int, n_classes: int) -> bytes:

@@ -147,3 +147,26 @@ def test_canary_buckets_are_stable_and_uniform():
     assert entity_bucket("c-42") == entity_bucket("c-42")
     # Raising the fraction only adds entities.
     assert {i for i in ids if serves_canary(i, 0.1)} <= {i for i in ids if serves_canary(i, 0.3)}
+
+
+def test_serving_periods_answer_what_served_at_a_time_in_order_whatever_the_clocks():
+    state = fold(
+        ev("registered", "1", 1), ev("registered", "2", 2), ev("champion", "1", 10),
+        ev("shadow", "2", 20), ev("canary", "2", 30, fraction=0.2), ev("champion", "2", 40),
+        ev("rolled_back", "2", 35),  # a writer with a slow clock: still after the promotion
+    )
+    m = state.models["m"]
+    assert [p.start for p in m.periods] == [10, 20, 30, 40, 40]
+
+    def at(t: int) -> tuple[int, object, object, tuple[str, ...]]:
+        found = m.serving_at(t)
+        assert found is not None
+        s = found[1]
+        return (found[0], s.champion and s.champion.version, s.canary and s.canary.version,
+                tuple(v.version for v in s.shadows))
+
+    assert at(0) == (0, "1", None, ())  # older than the registry: its first champion
+    assert at(25) == (1, "1", None, ("2",))
+    assert at(39) == (2, "1", "2", ())
+    assert at(40) == (4, "1", None, ())  # the same instant: the later record wins
+    assert fold(ev("registered", "1", 1)).models["m"].serving_at(5) is None
