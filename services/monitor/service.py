@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, OrderedDict, defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from hashlib import blake2b
 from typing import Any
 
+import numpy as np
 import orjson
 from confluent_kafka import Message
 
@@ -48,36 +51,69 @@ CONCEPT_RULE = AlertRule(kind="performance", warning=0.5, fire_after=1, resolve_
 class RecentIds:
     """The last ``capacity`` prediction ids, to count each prediction once.
 
-    An ``OrderedDict`` evicts its oldest id in O(1) (``popitem(last=False)``); a plain dict
-    deleting from its front leaves holes that every later ``next(iter(...))`` walks over until
-    the dict is compacted, which made the cost per record climb ~10× between compactions.
+    An id is remembered as a 64-bit key (its BLAKE2b digest), in a set for the lookup and a
+    ring for the order of eviction: about 85 bytes an id (measured: 200,000 ids, 16.6 MiB) where
+    the id strings in an ``OrderedDict`` took 150, and the checkpoint holds 8 bytes an id as one
+    ``uint64`` array where the JSON strings took 35 (and 10× the time to encode). Two different
+    ids sharing a key (the second then counted as a replay) are a chance of ~1e-14 per id at
+    this capacity.
 
     >>> ids = RecentIds(2)
     >>> [ids.add(x) for x in ("a", "b", "a", "c", "a")]
     [True, True, False, True, True]
-    >>> ids.state()
-    ['c', 'a']
+    >>> ids.state().tolist() == [key("c"), key("a")]
+    True
     """
 
     def __init__(self, capacity: int) -> None:
+        if capacity < 0:
+            raise ValueError(f"capacity must be at least 0, not {capacity}")
         self.capacity = capacity
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._keys: set[int] = set()
+        self._ring: list[int] = []  # oldest at _pos once full
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._ring)
 
     def add(self, pid: str) -> bool:
         """True if new."""
-        ids = self._ids
-        if pid in ids:
+        return self._add(key(pid))
+
+    def _add(self, k: int) -> bool:
+        keys = self._keys
+        if k in keys:
             return False
-        ids[pid] = None
-        if len(ids) > self.capacity:
-            ids.popitem(last=False)
+        if not self.capacity:
+            return True
+        ring = self._ring
+        keys.add(k)
+        if len(ring) < self.capacity:
+            ring.append(k)
+        else:
+            pos = self._pos
+            keys.discard(ring[pos])
+            ring[pos] = k
+            self._pos = (pos + 1) % self.capacity
         return True
 
-    def state(self) -> list[str]:
-        return list(self._ids)
+    def state(self) -> np.ndarray:
+        """The keys, oldest first, as ``uint64``: plain data for a checkpoint."""
+        ring, pos = self._ring, self._pos
+        return np.array(ring[pos:] + ring[:pos], dtype=np.uint64)
 
-    def load(self, ids: list[str]) -> None:
-        self._ids = OrderedDict.fromkeys(ids[-self.capacity:] if self.capacity else [])
+    def load(self, ids: Sequence[int | str] | np.ndarray) -> None:
+        """Restore what ``state()`` returned; id strings (an older checkpoint) are keyed."""
+        self._keys, self._ring, self._pos = set(), [], 0
+        values = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
+        for v in values[-self.capacity:] if self.capacity else []:
+            self._add(key(v) if isinstance(v, str) else int(v))
+
+
+def key(pid: str) -> int:
+    """An id's 64-bit key (a lone surrogate, which no UTF-8 holds, is keyed too)."""
+    return int.from_bytes(blake2b(pid.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+                          "little")
 
 
 class ModelMonitor:
@@ -102,7 +138,7 @@ class ModelMonitor:
         self.budget = FalseAlarmBudget(settings.monitor_arl0_windows)
         self.versions: dict[VersionKey, VersionMonitor] = {}
         self.missing_cards: set[tuple[str, str]] = set()
-        capacity = settings.monitor_window * 4
+        capacity = settings.monitor_dedup_ids
         self.seen = {"predictions": RecentIds(capacity), "labeled": RecentIds(capacity)}
         self._streams = {
             topic: (stream, self.decoders[topic].decode, self.seen[stream].add)
@@ -316,7 +352,7 @@ class ModelMonitor:
             if vm is not None:
                 vm.load(vstate)
         for name, ids in state["seen"].items():
-            self.seen[name].load(list(ids))
+            self.seen[name].load(ids)
         self.alerts.load(state["alerts"])
         log.info("restored the checkpoint: %d versions, positions %s",
                  len(self.versions), orjson.dumps(state["positions"]).decode())
