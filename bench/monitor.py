@@ -5,9 +5,9 @@
 every ``monitor_eval_seconds`` and checkpointed every ``monitor_checkpoint_seconds``.
 
 The monitor is timed in its steady state: one loop first handles W predictions and their W
-labeled records untimed (W = 10,000 by default: the monitor remembers the last 4 ×
-``monitor_window`` prediction ids of each stream to drop duplicates, 8,000 by default, and is
-cheaper until that memory is full; every sliding window fills too). Then, with the clock
+labeled records untimed (W = 10,000 by default: every sliding window fills; the monitor's
+memory of recent prediction ids, ``monitor_dedup_ids`` per stream, costs the same per id
+whether full or not, one set insertion and, once full, one removal). Then, with the clock
 stopped and the consumer's fetching paused, N more of each stream are produced, and timed by
 :func:`throughput.measure_loop` from the next batch, fetching included, as for the other
 services. The handler publishes nothing here (snapshots and drift alerts come from the idle
