@@ -52,9 +52,7 @@ log = logging.getLogger(__name__)
 
 ACTOR = "predict"
 _POLL_SECONDS = 0.05  # how often the registry is read between batches
-# How old the last fetch's high watermark may be: the follower fetches every fetch.wait.max.ms
-# (20 ms) when idle; the rest is margin for a busy machine. Must stay well below SWITCH_DELAY_MS.
-_FETCH_STALENESS_MS = 100
+_CONFIRM_SECONDS = 0.05  # how often the broker is asked where model.events ends
 _CATCH_UP_SECONDS = 30.0  # a follower this far behind stops the service (the batch is replayed)
 _KEEP_SETS = 8  # serving sets (and loaded versions) kept for records of earlier periods
 
@@ -112,7 +110,8 @@ class RegistryWatch:
         self.store = store
         self._follower = RegistryFollower(settings)
         self._follower.catch_up()
-        self.known_ms = now_ms() - _FETCH_STALENESS_MS  # model.events is read up to this time
+        # model.events is read up to this time (epoch ms); confirmed every _CONFIRM_SECONDS.
+        self.known_ms = self._follower.read_up_to() or 0
         self._models: OrderedDict[tuple[str, str], OnnxModel] = OrderedDict()
         self._sets: OrderedDict[SetKey, ModelServing | None] = OrderedDict()
         self._failed: set[tuple[str, str]] = set()
@@ -124,6 +123,10 @@ class RegistryWatch:
         self._polled = time.monotonic()
         self.plan: Plan = {}
         self._build()  # synchronous on start: the first batch already has its versions
+        self._closing = threading.Event()
+        self._confirmer = threading.Thread(target=self._confirm_loop, name="registry-confirm",
+                                           daemon=True)
+        self._confirmer.start()
         if self.plan:
             serving = "; ".join(f"{m}: {s.describe()}" for m, s in self.plan.items())
             log.info("registry: %s", serving)
@@ -149,20 +152,17 @@ class RegistryWatch:
     def ensure_known(self, time_ms: int) -> None:
         """Return once ``model.events`` is read up to ``time_ms`` (a record's time to serve).
 
-        Cheap when the follower is current (the last fetch's watermark, no round trip); blocks
-        while it reads what it is behind on. A record stamped ahead of this machine's clock is
-        served by what is known now."""
+        Free when the background confirmation is recent enough; otherwise reads on and waits
+        for the next one. A record stamped ahead of this machine's clock is served by what is
+        known when it is scored."""
         if time_ms <= self.known_ms:
             return
         deadline = time.monotonic() + _CATCH_UP_SECONDS
         timeout = 0.0
         while True:
             self._read(timeout)
-            if self._follower.caught_up():
-                now = now_ms()
-                self.known_ms = max(self.known_ms, now - _FETCH_STALENESS_MS)
-                if time_ms <= self.known_ms or time_ms > now:
-                    return
+            if time_ms <= self.known_ms or time_ms > now_ms():
+                return
             if time.monotonic() > deadline:
                 raise RegistryError(
                     f"{self._follower.topic}: not read up to {time_ms} after"
@@ -207,6 +207,8 @@ class RegistryWatch:
         return self._rejection(model, version, f"failed to score as {role}: {error}")
 
     def close(self) -> None:
+        self._closing.set()
+        self._confirmer.join(10)
         with self._lock:
             loader = self._loader
         if loader is not None:
@@ -219,11 +221,14 @@ class RegistryWatch:
     def _read(self, timeout: float) -> None:
         with self._lock:  # the loader snapshots the state under the same lock
             changed = bool(self._follower.poll(timeout))
-            caught_up = not changed and self._follower.caught_up()
-        if caught_up:
-            self.known_ms = max(self.known_ms, now_ms() - _FETCH_STALENESS_MS)
         if changed:
             self._schedule()
+
+    def _confirm_loop(self) -> None:
+        while not self._closing.wait(_CONFIRM_SECONDS):
+            read_up_to = self._follower.read_up_to()
+            if read_up_to is not None and read_up_to > self.known_ms:
+                self.known_ms = read_up_to
 
     # -- loading --------------------------------------------------------------------------
 

@@ -150,6 +150,9 @@ def transition(
     left = event.time + SWITCH_DELAY_MS - now_ms()
     if left > 0:
         time.sleep(left / 1000)
+    else:  # predict may have scored records of the first moments without it
+        log.warning("%s: acknowledged %d ms after its time, beyond the %d ms switch delay",
+                    event.describe(), SWITCH_DELAY_MS - left, SWITCH_DELAY_MS)
     return event
 
 

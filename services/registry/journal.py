@@ -18,7 +18,7 @@ from ..runtime import kafka, topics
 from ..runtime.errors import DecodeError
 from ..runtime.serde import EventDecoder, EventEncoder
 from ..runtime.settings import Settings
-from .events import ModelEvent
+from .events import ModelEvent, now_ms
 from .exceptions import RegistryError
 from .state import RegistryState
 
@@ -150,18 +150,25 @@ class RegistryFollower:
             applied.append(event)
         return applied
 
-    def caught_up(self) -> bool:
-        """True when every record up to the high watermark of the last fetch response is read.
+    def read_up_to(self, timeout: float = 5.0) -> int | None:
+        """A time (epoch ms) up to which every record of the topic has been read, or ``None``.
 
-        No broker round trip (the consumer fetches continuously, every ``fetch.wait.max.ms`` when
-        idle, so the watermark is that fresh); ListOffsets is both slower and, on some brokers,
-        short of the last batch's end."""
+        Asks the broker for the end of the topic (a round trip, ListOffsets) and compares it with
+        what is read: when nothing is left, every record appended before the question was asked
+        is in :attr:`state`. The high watermark of the last fetch response counts too (some
+        brokers, the embedded tansu among them, answer ListOffsets with the last batch's base
+        offset). Safe to call from another thread than :meth:`poll`'s."""
         if not self._assigned:
-            return False
-        _, high = self._consumer.get_watermark_offsets(
-            TopicPartition(self.topic, 0), cached=True
-        )
-        return high >= 0 and self.state.offset >= high
+            return None
+        asked = now_ms()
+        tp = TopicPartition(self.topic, 0)
+        try:
+            _, high = self._consumer.get_watermark_offsets(tp, timeout=timeout)
+        except Exception as exc:  # KafkaException: broker down; the caller asks again
+            log.debug("%s: no watermark: %s", self.topic, exc)
+            return None
+        _, fetched = self._consumer.get_watermark_offsets(tp, cached=True)
+        return asked if high >= 0 and self.state.offset >= max(high, fetched) else None
 
     def _watermarks(self, timeout: float) -> tuple[int, int]:
         try:

@@ -169,7 +169,12 @@ class Chaos:
     def tick(self) -> None:
         now = time.monotonic() - self.started
         if self.promotions is not None:
+            before = len(self.promotions.done)
             self.promotions.tick(now)
+            if len(self.promotions.done) > before:
+                # predict killed with the batches scored around the change in hand: they are
+                # replayed after it, and must be served by the versions of their first pass.
+                self._kill([r for r in self.cluster.of("predict") if r.alive()], now)
         for name, (at, replica) in list(self.restart_at.items()):
             if now >= at:
                 replica.start()
@@ -184,18 +189,22 @@ class Chaos:
                 r.start()
         if self.kill_at and now >= self.kill_at[0]:
             self.kill_at.pop(0)
-            alive = [r for r in self.cluster.replicas if r.alive()]
-            victim = self.rng.choice(alive)
-            victim.kill9()
-            delay = self.rng.uniform(0.5, 3.0)
-            self.restart_at[victim.name] = (now + delay, victim)
-            self.kills.append(victim.name)
-            self.log(f"{now:6.1f}s  kill -9 {victim.name}; restart in {delay:.1f}s")
+            self._kill([r for r in self.cluster.replicas if r.alive()], now)
         if self.valkey_at is not None and now >= self.valkey_at:
             self.valkey_at = None
             self.log(f"{now:6.1f}s  valkey stopped for 3 s")
             self.valkey.restart(down_seconds=3.0)
             self.log(f"{time.monotonic() - self.started:6.1f}s  valkey back")
+
+    def _kill(self, alive: list[Replica], now: float) -> None:
+        if not alive:
+            return
+        victim = self.rng.choice(alive)
+        victim.kill9()
+        delay = self.rng.uniform(0.5, 3.0)
+        self.restart_at[victim.name] = (now + delay, victim)
+        self.kills.append(victim.name)
+        self.log(f"{now:6.1f}s  kill -9 {victim.name}; restart in {delay:.1f}s")
 
     def finish(self) -> None:
         for _, replica in self.restart_at.values():
