@@ -83,7 +83,11 @@ class FeatureIngestor:
                 "features": result.features,
                 "ingested_at": now_ms,
             }
-            outputs.append(Output(self.valid_topic, encode(record), entity_id))
+            # The source record's timestamp: a replay's copy carries the same one, so predict
+            # serves both with the same versions (it picks them by this timestamp).
+            ts_type, ts = msg.timestamp()
+            outputs.append(Output(self.valid_topic, encode(record), entity_id,
+                                  ts if ts_type else 0))
         return outputs
 
 

@@ -37,6 +37,7 @@ class Output:
     topic: str
     value: bytes
     key: bytes | str | None = None
+    timestamp: int = 0  # epoch ms of the record; 0: now (a copy of a source record keeps its own)
 
 
 class DeliveryFailed(ModelstreamError):
@@ -189,7 +190,8 @@ class StreamLoop:
         for out in outputs:
             while True:
                 try:
-                    produce(out.topic, out.value, out.key, on_delivery=report)
+                    produce(out.topic, out.value, out.key, on_delivery=report,
+                            timestamp=out.timestamp)
                     break
                 except BufferError:
                     self.producer.poll(0.05)  # local queue full: let deliveries drain
