@@ -39,9 +39,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from services.cli.inspect import group_lag, topic_offsets
+from services.cli.inspect import GROUPS
 from services.models import ArtifactStore
 from services.models.agrawal import ensure_demo_model
 from services.runtime import kafka
@@ -306,8 +306,40 @@ def _warm(settings: Settings) -> Sent:
     return sent
 
 
-def _group_lag(settings: Settings) -> dict[str, int]:
-    return {g: int(r["lag"]) for g, r in group_lag(settings, topic_offsets(settings)).items()}
+class GroupLag:
+    """Each service's consumer-group lag: high watermarks minus committed offsets.
+
+    One consumer per group, never subscribed (so never a member), asks for its group's
+    committed offsets. Not the AdminClient: librdkafka aborts the process when an admin
+    offsets request times out (confluentinc/librdkafka#4605), which a loaded broker causes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._consumers = {service: Consumer(settings.kafka_config(**{
+            "group.id": f"{settings.topic_prefix}modelstream-{service}",
+            "enable.auto.commit": False})) for service in GROUPS}
+        md = next(iter(self._consumers.values())).list_topics(timeout=10)
+        self._partitions = {
+            service: [TopicPartition(settings.topics.name(b), p) for b in bases
+                      for p in md.topics[settings.topics.name(b)].partitions]
+            for service, bases in GROUPS.items()}
+
+    def sample(self, timeout: float = 5.0) -> dict[str, int] | None:
+        """Records behind, per service (None when the broker did not answer in time)."""
+        try:
+            out = {}
+            for service, c in self._consumers.items():
+                lag = 0
+                for tp in c.committed(self._partitions[service], timeout=timeout):
+                    high = c.get_watermark_offsets(tp, timeout=timeout, cached=False)[1]
+                    lag += max(high - max(tp.offset, 0), 0)
+                out[service] = lag
+            return out
+        except KafkaException:
+            return None
+
+    def close(self) -> None:
+        for c in self._consumers.values():
+            c.close()
 
 
 def run_soak(base: Settings, valkey: RestartableValkey, log_dir: Path, *, seconds: float,
@@ -353,6 +385,7 @@ def _soak(settings: Settings, cluster: Cluster, counter: Counting, result: SoakR
     phase = "soak"
     stalled_at: float | None = None
     next_lag = next_log = 0.0
+    groups = GroupLag(settings)
     load.start()
     while not load.done():
         now = time.monotonic() - t0
@@ -364,7 +397,8 @@ def _soak(settings: Settings, cluster: Cluster, counter: Counting, result: SoakR
         result.completed.append((now, _completed(predicted, labeled, sent)))
         result.loadavg.append((now, os.getloadavg()[0]))
         if now >= next_lag:
-            result.lag.append((now, _group_lag(settings)))
+            if (lag := groups.sample()) is not None:
+                result.lag.append((now, lag))
             next_lag = now + 10.0
         for r in cluster.replicas:
             if not r.alive():
@@ -385,10 +419,11 @@ def _soak(settings: Settings, cluster: Cluster, counter: Counting, result: SoakR
         elif phase == "soak" and now >= next_log:
             next_log = now + 60.0
             log(f"{now:6.0f}s  backlog {result.backlog[-1][1]:,} / {result.backlog[-1][2]:,}"
-                f"; group lag {result.lag[-1][1]}")
+                f"; group lag {result.lag[-1][1] if result.lag else '?'}")
         # A stall ends on time: past the consumers' session timeout the group rebalances.
         time.sleep(min(2.0, stalled_at + stall_seconds - now + 0.01)
                    if phase == "stall" and stalled_at is not None else 2.0)
+    groups.close()
     result.sent = load.stop().merge(prior)
     drained = wait_drained(settings, result.sent, timeout=300)
     log(f"load done; drained {drained}s after")
