@@ -33,7 +33,6 @@ from ..models import ArtifactStore, OnnxModel
 from ..registry import (
     ModelEvent,
     ModelRecord,
-    RegistryError,
     RegistryFollower,
     ServingPeriod,
     ServingSet,
@@ -53,7 +52,7 @@ log = logging.getLogger(__name__)
 ACTOR = "predict"
 _POLL_SECONDS = 0.05  # how often the registry is read between batches
 _CONFIRM_SECONDS = 0.05  # how often the broker is asked where model.events ends
-_CATCH_UP_SECONDS = 30.0  # a follower this far behind stops the service (the batch is replayed)
+_CATCH_UP_SECONDS = 5.0  # then a batch is served by what is known, with a warning
 _KEEP_SETS = 8  # serving sets (and loaded versions) kept for records of earlier periods
 
 
@@ -124,6 +123,7 @@ class RegistryWatch:
         self.plan: Plan = {}
         self._build()  # synchronous on start: the first batch already has its versions
         self._closing = threading.Event()
+        self._stalled = False  # the broker stopped confirming; batches do not wait for it
         self._confirmer = threading.Thread(target=self._confirm_loop, name="registry-confirm",
                                            daemon=True)
         self._confirmer.start()
@@ -154,8 +154,13 @@ class RegistryWatch:
 
         Free when the background confirmation is recent enough; otherwise reads on and waits
         for the next one. A record stamped ahead of this machine's clock is served by what is
-        known when it is scored."""
-        if time_ms <= self.known_ms:
+        known when it is scored; so is a batch when the broker does not confirm for
+        ``_CATCH_UP_SECONDS`` (availability first: it is logged). Without any registered model
+        (everything served from the store) there is nothing to wait for."""
+        if time_ms <= self.known_ms or not self._follower.state.models:
+            return
+        if self._stalled:  # no confirmation since the last wait gave up: no wait per batch
+            self._read(0)
             return
         deadline = time.monotonic() + _CATCH_UP_SECONDS
         timeout = 0.0
@@ -164,10 +169,12 @@ class RegistryWatch:
             if time_ms <= self.known_ms or time_ms > now_ms():
                 return
             if time.monotonic() > deadline:
-                raise RegistryError(
-                    f"{self._follower.topic}: not read up to {time_ms} after"
-                    f" {_CATCH_UP_SECONDS:.0f} s (at offset {self._follower.state.offset})"
-                )
+                log.warning("%s: not confirmed read up to %d after %.0f s (at offset %d); this"
+                            " batch is served by the registry as read so far",
+                            self._follower.topic, time_ms, _CATCH_UP_SECONDS,
+                            self._follower.state.offset)
+                self._stalled = True
+                return
             timeout = 0.02
 
     def serving_at(self, model: str, time_ms: int) -> Period:
@@ -226,9 +233,14 @@ class RegistryWatch:
 
     def _confirm_loop(self) -> None:
         while not self._closing.wait(_CONFIRM_SECONDS):
-            read_up_to = self._follower.read_up_to()
-            if read_up_to is not None and read_up_to > self.known_ms:
-                self.known_ms = read_up_to
+            try:
+                read_up_to = self._follower.read_up_to()
+            except Exception:  # never let the confirmations stop silently
+                log.exception("registry: confirming model.events' end failed")
+                continue
+            if read_up_to is not None:
+                self.known_ms = max(self.known_ms, read_up_to)
+                self._stalled = False
 
     # -- loading --------------------------------------------------------------------------
 

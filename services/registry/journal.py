@@ -164,10 +164,10 @@ class RegistryFollower:
         tp = TopicPartition(self.topic, 0)
         try:
             _, high = self._consumer.get_watermark_offsets(tp, timeout=timeout)
+            _, fetched = self._consumer.get_watermark_offsets(tp, cached=True)
         except Exception as exc:  # KafkaException: broker down; the caller asks again
             log.debug("%s: no watermark: %s", self.topic, exc)
             return None
-        _, fetched = self._consumer.get_watermark_offsets(tp, cached=True)
         return asked if high >= 0 and self.state.offset >= max(high, fetched) else None
 
     def _watermarks(self, timeout: float) -> tuple[int, int]:
