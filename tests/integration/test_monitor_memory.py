@@ -9,6 +9,7 @@ import tracemalloc
 
 import orjson
 import pytest
+from confluent_kafka import Message
 
 from services.models import ArtifactStore
 from services.monitor.service import ModelMonitor, build
@@ -17,19 +18,6 @@ from services.runtime.service import redis_client
 from tests.integration.test_monitor import scored
 
 pytestmark = pytest.mark.integration
-
-
-class _Record:
-    __slots__ = ("_topic", "_value")
-
-    def __init__(self, topic: str, value: bytes) -> None:
-        self._topic, self._value = topic, value
-
-    def topic(self) -> str:
-        return self._topic
-
-    def value(self) -> bytes:
-        return self._value
 
 
 T_NOW = 1_763_900_000_000
@@ -52,8 +40,8 @@ def test_monitor_memory_is_flat_over_batches_evaluations_and_checkpoints(monitor
     def run(start: int, stop: int) -> None:
         for i in range(start, stop, 250):
             for topic, recs in ((s.topics.predictions, preds), (labeled_topic, labeled)):
-                monitor([_Record(topic, orjson.dumps({**recs[j % 1000], "prediction_id": f"id{j}"}))
-                         for j in range(i, i + 250)])
+                monitor([Message(topic=topic, value=orjson.dumps(
+                    {**recs[j % 1000], "prediction_id": f"id{j}"})) for j in range(i, i + 250)])
             if i % 1000 == 0:
                 monitor.evaluate(T_NOW)
                 monitor.save()
