@@ -161,7 +161,12 @@ class RetrainApp:
     def _spawn(self, fn: Any, *args: Any) -> None:
         task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("a retraining worker failed: %r", exc, exc_info=exc)
 
     def run(self) -> None:
         """Run until SIGTERM/SIGINT, with /metrics, /healthz and /readyz."""

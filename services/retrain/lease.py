@@ -8,7 +8,9 @@ model's lease: a Valkey/Redis key ``<prefix>retrain:lease:<model>`` whose value 
 (one token per coordinator process) and the job, set with ``NX`` and a TTL of
 ``retrain_lease_seconds``, renewed by a background thread while held, deleted only by its owner.
 A coordinator that dies loses its leases when they expire; a job checks that it still holds its
-lease before each write to the registry.
+lease before each write to the registry. While Redis is unreachable (a restart, a failover),
+taking and checking a lease wait for it with backoff: a coordinator that starts during an
+outage adopts its jobs once Redis is back, it does not lose them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 
 import redis
 from redis.commands.core import Script
+
+from ..runtime.redis_batch import retrying
 
 __all__ = ["Holder", "ModelLeases"]
 
@@ -68,13 +72,16 @@ class ModelLeases:
     def acquire(self, model: str, job_id: str) -> Holder | None:
         """Take the lease of ``model`` for ``job_id``: ``None`` when taken, else who holds it."""
         value = f"{self.owner}|{job_id}"
+        key = self.key(model)
         for _ in range(3):  # the holder may let go between our two calls
-            if self.client.set(self.key(model), value, nx=True, px=self.ttl_ms):
+            taken = retrying(lambda: self.client.set(key, value, nx=True, px=self.ttl_ms))
+            current = None if taken else retrying(lambda: self.client.get(key))
+            # Ours already: taken now, or by a SET whose reply a connection drop lost.
+            if taken or (current is not None and _text(current) == value):
                 with self._lock:
                     self.held[model] = value
                 self._ensure_renewing()
                 return None
-            current = self.client.get(self.key(model))
             if current is not None:
                 owner, _, job = _text(current).partition("|")
                 return Holder(owner == self.owner, job)
@@ -86,7 +93,7 @@ class ModelLeases:
             value = self.held.get(model)
         if value is None:
             return False
-        current = self.client.get(self.key(model))
+        current = retrying(lambda: self.client.get(self.key(model)))
         return current is not None and _text(current) == value
 
     def release(self, model: str) -> None:

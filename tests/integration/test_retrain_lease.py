@@ -50,3 +50,31 @@ def test_one_holder_per_model_and_takeover_after_expiry(
     finally:
         a.close()
         b.close()
+
+
+def test_a_lease_waits_for_redis_to_come_back(tmp_path) -> None:
+    """A coordinator that starts while Redis restarts adopts its interrupted jobs once Redis
+    is back: taking a lease waits for it instead of failing (found by the chaos run, where
+    the adopting thread died of a ConnectionError and left its job running for ever)."""
+    import threading
+
+    from services.stack.processes import free_port
+    from tests.chaos.cluster import RestartableValkey
+
+    valkey = RestartableValkey(free_port(), tmp_path / "valkey")
+    valkey.start()
+    leases = ModelLeases(redis.Redis.from_url(valkey.url, socket_timeout=1.0),
+                         prefix="down.", ttl_seconds=2.0)
+    try:
+        valkey.stop()
+        got: list[Holder | None] = []
+        taker = threading.Thread(target=lambda: got.append(leases.acquire("m", "j-1")))
+        taker.start()
+        time.sleep(1.5)
+        assert taker.is_alive() and not got  # still waiting, not failed
+        valkey.start()
+        taker.join(15)
+        assert got == [None] and leases.holds("m")
+    finally:
+        leases.close()
+        valkey.stop()
