@@ -126,6 +126,7 @@ def train_agrawal(
             "accuracy": float(accuracy_score(y_hold, proba.argmax(axis=1))),
             "roc_auc": float(roc_auc_score(y_hold, proba[:, 1])) if len(set(y_hold)) > 1 else 0.5,
             "log_loss": float(log_loss(y_hold, proba, labels=[0, 1])),
+            "holdout_rows": float(len(y_hold)),  # what the accuracy rests on (the monitor's prior)
         },
         lineage={
             "trainer": f"{__name__}.train_agrawal",

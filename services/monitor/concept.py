@@ -10,16 +10,18 @@ everything.
   vectorised: it tests the in-control error rate p0 against p1 = p0 scaled by an odds ratio,
   with log-likelihood-ratio steps ln(p1/p0) for an error and ln((1-p1)/(1-p0)) for a correct
   prediction, signalling when the statistic reaches h. It detects increases only: a model that
-  gets better is not an alarm. Unless p0 is given (e.g. from the card's holdout accuracy) it
-  is estimated after ``warmup`` labeled events and re-estimated each time the events seen
-  double, up to ``horizon``, as an upper confidence bound (an underestimate would shorten the
-  run length between false alarms). h is chosen from the target ``arl0`` (expected events
-  between false alarms): the steps are scaled to small integers, which makes the statistic a
-  finite Markov chain whose exact ARL is one sparse linear solve (Brook & Evans 1972), and h is
-  the smallest integer limit reaching ``arl0``. The detector runs on the same integer steps, so
-  the design is exact for it (given p0). After a signal it re-learns p0 from the next events
-  (the new concept), as ADWIN drops its old window. Work is per batch, about 10 µs per call
-  plus 0.025 µs per event: feed it batches of hundreds.
+  gets better is not an alarm. Unless p0 is given it is estimated after ``warmup`` labeled
+  events and re-estimated each time the events seen double, up to ``horizon``, as an upper
+  confidence bound (an underestimate would shorten the run length between false alarms). A
+  ``prior`` (the errors and rows of the model card's holdout, ``holdout_prior``) counts as
+  events seen before the first: monitoring starts at once and the live errors refine it. h is
+  chosen from the target ``arl0`` (expected events between false alarms): the steps are
+  scaled to small integers, which makes the statistic a finite Markov chain whose exact ARL is
+  one sparse linear solve (Brook & Evans 1972), and h is the smallest integer limit reaching
+  ``arl0``. The detector runs on the same integer steps, so the design is exact for it (given
+  p0). After a signal it re-learns p0 from the next events (the new concept), as ADWIN drops
+  its old window. Work is per batch, about 10 µs per call plus 0.025 µs per event: feed it
+  batches of hundreds.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "ConceptDriftDetector",
     "CusumDesign",
     "design_bernoulli_cusum",
+    "holdout_prior",
     "monitor_detector",
 ]
 
@@ -222,6 +225,13 @@ class BernoulliCUSUM:
     Bonferroni split): a chart for large jumps needs little of it, as its statistic climbs
     steeply either way.
 
+    ``prior = (errors, events)`` counts a sample of the model's errors taken before monitoring
+    (the card's holdout) as events already seen: the charts run from the first event on the
+    quantile of the posterior given the prior alone and each refit adds the live events to
+    it; the refits and the quantile of each follow the live events as without a prior. After a
+    signal the prior is dropped (it describes the concept the model was trained on, which
+    has changed) and p0 is learned from live events alone; ``reset()`` restores it.
+
     >>> rng = np.random.default_rng(0)
     >>> det = BernoulliCUSUM(arl0=100_000, p0=0.05)
     >>> det.update_many(rng.random(20_000) < 0.05)
@@ -242,12 +252,15 @@ class BernoulliCUSUM:
         rewarm: bool = True,
         shares: Sequence[float] | None = None,
         learning_quantile: float | None = None,
+        prior: tuple[float, float] | None = None,
     ) -> None:
         ratios = (odds_ratio,) if isinstance(odds_ratio, int | float) else tuple(odds_ratio)
         if not ratios or min(ratios) <= 1.0:
             raise ValueError("odds_ratio must be above 1 (an increase of the error rate)")
         if warmup < 1:
             raise ValueError("warmup must be at least 1 event")
+        if prior is not None and not 0 <= prior[0] <= prior[1] > 0:
+            raise ValueError(f"a prior is (errors, events) with 0 <= errors <= events, not {prior}")
         self.arl0 = arl0
         self.odds_ratios = tuple(float(r) for r in ratios)
         self.warmup = warmup
@@ -260,6 +273,7 @@ class BernoulliCUSUM:
         self.shares = tuple(w / sum(weights) for w in weights)
         self.rewarm = rewarm
         self._given_p0 = p0
+        self.prior = None if prior is None else (float(prior[0]), float(prior[1]))
         self.reset()
 
     @property
@@ -273,15 +287,18 @@ class BernoulliCUSUM:
         return self.statistics[0]
 
     def reset(self) -> None:
-        """Forget the statistics and the in-control rate (a given ``p0`` is kept)."""
+        """Forget the statistics and the in-control rate (a given ``p0`` and prior are kept)."""
         self.statistics = [0] * len(self.odds_ratios)
         self._seen = 0  # events since the warm-up began (reset by a signal)
         self._seen_errors = 0
         self._next_fit = self.warmup
         self.designs: list[CusumDesign] = []
+        self._prior_in_use = self.prior is not None
         if self._given_p0 is not None:
             self.designs = self._design(self._given_p0)
             self._next_fit = 0  # never re-estimated
+        elif self._prior_in_use:
+            self.designs = self._design(self._estimate())
 
     def state(self) -> dict[str, Any]:
         """Plain data for a checkpoint (the designs are recomputed from their p0 on load)."""
@@ -291,6 +308,7 @@ class BernoulliCUSUM:
             "seen_errors": self._seen_errors,
             "next_fit": self._next_fit,
             "p0": None if self.design is None else self.design.p0,
+            "prior": self._prior_in_use,
         }
 
     def load(self, state: Mapping[str, Any]) -> None:
@@ -301,6 +319,8 @@ class BernoulliCUSUM:
         self._seen, self._seen_errors = int(state["seen"]), int(state["seen_errors"])
         self._next_fit = int(state["next_fit"])
         self.designs = [] if state["p0"] is None else self._design(float(state["p0"]))
+        # A checkpoint from before priors, or taken after a signal, learns from live events.
+        self._prior_in_use = self.prior is not None and bool(state.get("prior", False))
 
     def _design(self, p0: float) -> list[CusumDesign]:
         p0 = _on_grid(min(max(p0, _MIN_P0), 1.0 - _MIN_P0))
@@ -311,13 +331,22 @@ class BernoulliCUSUM:
             out.append(_cached_design(round(p0, 6), p1, float(f"{self.arl0 / share:.6g}")))
         return out
 
-    def _refit(self) -> None:
-        e, n = self._seen_errors, self._seen
+    def _estimate(self) -> float:
+        """p0: a quantile of the Jeffreys posterior given the live events and the prior."""
+        live = self._seen
+        e, n = float(self._seen_errors), float(live)
+        if self._prior_in_use and self.prior is not None:
+            e, n = e + self.prior[0], n + self.prior[1]
         # Before the last refit the estimate is rougher: a more cautious quantile keeps its
-        # error from spending the false-alarm budget while p0 is still being learned.
-        q = self.p0_quantile if 2 * n > self.horizon else self.learning_quantile
-        p0 = float(stats.beta.ppf(q, e + 0.5, n - e + 0.5))
-        old, new = self.designs, self._design(p0)
+        # error from spending the false-alarm budget while p0 is still being learned. The
+        # phase is counted in live events, prior or not: a holdout narrows the posterior, but
+        # may describe the live stream less well than its size says.
+        q = self.p0_quantile if 2 * live > self.horizon else self.learning_quantile
+        return float(stats.beta.ppf(q, e + 0.5, n - e + 0.5))
+
+    def _refit(self) -> None:
+        n = self._seen
+        old, new = self.designs, self._design(self._estimate())
         if old:
             # Keep the evidence gathered so far, converted to the new step sizes.
             self.statistics = [
@@ -361,6 +390,7 @@ class BernoulliCUSUM:
                     self._seen = self._seen_errors = 0
                     self.designs = []
                     self._next_fit = self.warmup
+                    self._prior_in_use = False
             elif self._next_fit and self._seen >= self._next_fit:
                 self._refit()
         return signals
@@ -378,11 +408,27 @@ MONITOR_P0_QUANTILE = 0.5
 MONITOR_LEARNING_QUANTILE = 0.99
 
 
-def monitor_detector(arl0: float) -> BernoulliCUSUM:
-    """The concept-drift detector the monitor runs on each version's error stream."""
+def monitor_detector(arl0: float, prior: tuple[float, float] | None = None) -> BernoulliCUSUM:
+    """The concept-drift detector the monitor runs on each version's error stream; ``prior``
+    is ``holdout_prior(card.metrics)``."""
     return BernoulliCUSUM(arl0=arl0, odds_ratio=MONITOR_ODDS_RATIOS,
                           p0_quantile=MONITOR_P0_QUANTILE,
-                          learning_quantile=MONITOR_LEARNING_QUANTILE)
+                          learning_quantile=MONITOR_LEARNING_QUANTILE, prior=prior)
+
+
+def holdout_prior(metrics: Mapping[str, float]) -> tuple[float, float] | None:
+    """``(errors, rows)`` of a classifier's holdout, from its card's ``accuracy`` and
+    ``holdout_rows``; None when the card lacks either (cards from before ``holdout_rows``).
+
+    >>> holdout_prior({"accuracy": 0.9, "holdout_rows": 5000})
+    (500.0, 5000.0)
+    >>> holdout_prior({"accuracy": 0.9}) is None
+    True
+    """
+    accuracy, rows = metrics.get("accuracy"), metrics.get("holdout_rows")
+    if accuracy is None or rows is None or not rows >= 1 or not 0.0 <= accuracy <= 1.0:
+        return None
+    return float(round((1.0 - accuracy) * rows)), float(rows)
 
 
 def _on_grid(p0: float) -> float:

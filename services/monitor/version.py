@@ -12,7 +12,7 @@ import numpy as np
 
 from ..models.card import ModelCard
 from ..models.matrix import FeatureEncoder
-from .concept import monitor_detector
+from .concept import holdout_prior, monitor_detector
 from .drift import DriftDetector, FalseAlarmBudget
 from .estimate import ConfidenceEstimate
 from .quality import QualityWindow
@@ -42,7 +42,9 @@ class VersionMonitor:
                                    score_bounds=(0.0, 1.0) if self.classifier else None)
         self.quality = QualityWindow(card.task, card.labels, window, max_age_s=max_age_s)
         self.estimate = ConfidenceEstimate(window) if self.classifier else None
-        self.concept = monitor_detector(concept_arl0)
+        # The card's holdout errors seed the error rate the concept-drift charts test against.
+        prior = holdout_prior(card.metrics) if self.classifier else None
+        self.concept = monitor_detector(concept_arl0, prior=prior)
         self.predictions = 0
         self.labeled = 0
         self.concept_drifts = 0

@@ -115,12 +115,14 @@ def build_card(
     lineage: dict[str, Any],
 ) -> ModelCard:
     """The candidate's card: the parent's contract (features, labels, tensor names), a new
-    reference profile from its own training data and holdout scores, its holdout metrics."""
+    reference profile from its own training data and holdout scores, its holdout metrics and
+    the holdout's size (``holdout_rows``: the monitor weighs the holdout accuracy by it)."""
     reference = build_reference_profile(
         x_train, parent.features, holdout_scores,
         labels=parent.labels if parent.is_classifier else None,
     )
     return parent.model_copy(update={
-        "version": "", "metrics": metrics, "lineage": lineage, "reference": reference,
+        "version": "", "metrics": {**metrics, "holdout_rows": float(len(holdout_scores))},
+        "lineage": lineage, "reference": reference,
         "created_at": time.time_ns() // 1_000_000, "artifact": ArtifactRef(),
     })

@@ -159,3 +159,104 @@ def test_a_multi_chart_cusum_survives_a_checkpoint() -> None:
     assert twin.statistics == det.statistics and twin.design == det.design
     tail = rng.random(20_000) < np.r_[np.full(10_000, 0.1), np.full(10_000, 0.2)]
     assert twin.update_many(tail) == det.update_many(tail) != []
+
+
+def _first_delays(make: Callable[[], ConceptDriftDetector], p0: float, p1: float,
+                  change_at: int, seeds: range) -> list[int]:
+    """Events from the change to the first signal at or after it (a miss: 10**9)."""
+    delays = []
+    for seed in seeds:
+        rng = np.random.default_rng([seed, 31])
+        errors = np.r_[rng.random(change_at) < p0, rng.random(20_000) < p1]
+        after = [s for s in _run(make(), errors, batch=250) if s >= change_at]
+        delays.append(after[0] - change_at if after else 10**9)
+    return delays
+
+
+def test_a_holdout_prior_shortens_the_delay_at_the_same_arl0() -> None:
+    # The card's holdout: 5,000 rows at the true rate. The change comes 3,000 events in, while
+    # the chart without a prior tests against a cautious estimate from 2,000 events, and its
+    # refit at 4,000 counts 1,000 changed events as in control (some changes go unseen).
+    prior = (500.0, 5000.0)
+    plain = _first_delays(lambda: monitor_detector(1e6), 0.1, 0.16, 3_000, range(40))
+    seeded = _first_delays(lambda: monitor_detector(1e6, prior=prior), 0.1, 0.16, 3_000,
+                           range(40))
+    assert max(seeded) < 10**9  # every change caught
+    assert np.median(seeded) < 0.8 * np.median(plain)
+    # Monitoring starts at once: a jump within the first 1,000 events is caught (the chart
+    # without a prior is still warming up then).
+    early = _first_delays(lambda: monitor_detector(1e6, prior=prior), 0.1, 0.5, 200, range(10))
+    assert max(early) < 200
+    assert min(_first_delays(lambda: monitor_detector(1e6), 0.1, 0.5, 200, range(10))) >= 800
+
+
+def test_a_holdout_prior_keeps_a_stationary_stream_quiet() -> None:
+    rng = np.random.default_rng(42)
+    errors = rng.random(100_000) < 0.05
+    assert _run(monitor_detector(1e7, prior=(250.0, 5000.0)), errors, batch=2000) == []
+
+
+def test_the_prior_is_refined_by_live_events_and_dropped_after_a_signal() -> None:
+    det = BernoulliCUSUM(arl0=1e6, warmup=1000, prior=(1000.0, 5000.0))  # holdout: 20%
+    assert det.design is not None and 0.2 < det.design.p0 < 0.22  # an upper quantile
+    rng = np.random.default_rng(8)
+    det.update_many(rng.random(20_000) < 0.2)
+    assert det.design.p0 == pytest.approx(0.2, abs=0.01)
+    assert len(det.update_many(rng.random(300) < 0.6)) == 1
+    assert det.design is None  # the new concept is learned from live events alone
+    det.update_many(rng.random(1000) < 0.6)
+    assert det.design is not None and det.design.p0 > 0.55  # no pull towards the holdout's 20%
+    det.reset()
+    assert det.design is not None and det.design.p0 == BernoulliCUSUM(
+        arl0=1e6, prior=(1000.0, 5000.0)).design.p0
+
+
+def test_without_a_prior_the_detector_learns_as_before() -> None:
+    # No card metrics: no design until the warm-up ends, then the 99% quantile of 1,000 events.
+    from scipy import stats
+
+    from services.monitor.concept import _on_grid
+
+    rng = np.random.default_rng(9)
+    errors = rng.random(1000) < 0.1
+    det = monitor_detector(1e6, prior=None)
+    assert det.prior is None and det.update_many(errors[:999]) == [] and det.design is None
+    det.update_many(errors[999:])
+    e = int(errors.sum())
+    expected = _on_grid(float(stats.beta.ppf(0.99, e + 0.5, 1000 - e + 0.5)))
+    assert det.design is not None and det.design.p0 == pytest.approx(expected, abs=1e-6)
+
+
+def test_holdout_priors_come_from_the_card_metrics() -> None:
+    from services.monitor.concept import holdout_prior
+
+    assert holdout_prior({"accuracy": 0.8947, "holdout_rows": 5000.0}) == (526.0, 5000.0)
+    assert holdout_prior({"accuracy": 0.9}) is None  # a card from before holdout_rows
+    assert holdout_prior({"holdout_rows": 100.0}) is None
+    assert holdout_prior({"accuracy": 0.9, "holdout_rows": 0.0}) is None
+    with pytest.raises(ValueError, match="a prior is"):
+        BernoulliCUSUM(prior=(6.0, 5.0))
+
+
+def test_a_cusum_with_a_prior_survives_a_checkpoint() -> None:
+    rng = np.random.default_rng(4)
+    prior = (500.0, 5000.0)
+    det = monitor_detector(1e6, prior=prior)
+    det.update_many(rng.random(3_000) < 0.1)  # mid-way: the prior is still part of p0
+    twin = monitor_detector(1e6, prior=prior)
+    twin.load(det.state())
+    assert twin.statistics == det.statistics and twin.design == det.design
+    tail = rng.random(40_000) < np.r_[np.full(10_000, 0.1), np.full(30_000, 0.2)]
+    assert twin.update_many(tail) == det.update_many(tail) != []
+    # After the signal the prior is out of use, in the checkpoint too.
+    assert det.state()["prior"] is False
+    again = monitor_detector(1e6, prior=prior)
+    again.load(det.state())
+    more = rng.random(20_000) < 0.2
+    assert again.update_many(more) == det.update_many(more)
+    assert again.design == det.design
+    # A checkpoint from before priors existed learns from live events, as it did.
+    old = {k: v for k, v in monitor_detector(1e6).state().items() if k != "prior"}
+    restored = monitor_detector(1e6, prior=prior)
+    restored.load(old)
+    assert restored.design is None

@@ -105,3 +105,29 @@ def test_a_batch_of_predictions_and_labels_becomes_the_windows_columns(
     assert vm.add_labeled(labeled) == 0
     m = vm.metrics(2000)
     assert (m["n"], m["accuracy"]) == (3.0, pytest.approx(2 / 3))
+
+
+def test_the_concept_detector_starts_from_the_cards_holdout(demo_store: ArtifactStore) -> None:
+    from services.monitor.concept import holdout_prior, monitor_detector
+
+    card = demo_store.card("agrawal", "1")
+    vm = _monitor(demo_store)
+    rows = card.metrics["holdout_rows"]
+    assert vm.concept.prior == (round((1 - card.metrics["accuracy"]) * rows), rows)
+    assert vm.concept.design is not None  # monitoring from the first labeled event
+    # A card without the holdout's size (published before it was recorded): learned live.
+    old = card.model_copy(update={"metrics": {"accuracy": card.metrics["accuracy"]}})
+    vm_old = VersionMonitor(old, "champion", window=100, max_age_s=None,
+                            budget=FalseAlarmBudget(), concept_arl0=1e6)
+    assert holdout_prior(old.metrics) is None and vm_old.concept.prior is None
+    assert vm_old.concept.design is None
+    errors = np.random.default_rng(1).random(30_000) < np.r_[np.full(20_000, 0.02),
+                                                             np.full(10_000, 0.3)]
+    names = vm_old.encoder.names
+    labeled = [{"features": dict.fromkeys(names, 1.0), "score": 0.9, "label": "1",
+                "outcome_label": "0" if e else "1", "labeled_at": i}
+               for i, e in enumerate(errors.tolist())]
+    plain = monitor_detector(1e6)
+    expected = sum(len(plain.update_many(errors[i:i + 500])) for i in range(0, 30_000, 500))
+    got = sum(vm_old.add_labeled(labeled[i:i + 500]) for i in range(0, 30_000, 500))
+    assert got == expected == 1

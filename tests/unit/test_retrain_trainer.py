@@ -64,7 +64,8 @@ def test_sklearn_trainer_learns_the_new_concept(demo_store: ArtifactStore) -> No
                        {"parent_version": "1", "job_id": "j-1"})
     assert built.version == "" and built.artifact.sha256 == ""
     assert built.features == card.features and built.labels == card.labels
-    assert built.metrics == {"accuracy": new_acc}
+    # The holdout's size rides with its accuracy: the monitor weighs the accuracy by it.
+    assert built.metrics == {"accuracy": new_acc, "holdout_rows": float(len(scores))}
     assert built.reference.rows == len(data.y_train)
     assert built.reference != card.reference  # profiled from its own training data
 
