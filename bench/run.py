@@ -68,7 +68,8 @@ PREDICT_BARS = (Bar("min_ratio", 0.40), Bar("min_value", 30_000))
 INGEST_BARS = (Bar("min_ratio", 0.25),)
 JOIN_BARS = (Bar("min_value", 50_000),)
 MONITOR_BARS = (Bar("min_value", 50_000),)
-GROUPS: tuple[str, ...] = ("predict", "ingest", "e2e", "join", "monitor", "poison", "detection")
+GROUPS: tuple[str, ...] = ("predict", "ingest", "e2e", "join", "monitor", "poison", "detection",
+                           "detection-kafka")
 # poison: a stream of this many records, 10% of them malformed, against its valid part alone.
 POISON_EVENTS = 100_000
 QUICK_POISON_EVENTS = 25_000
@@ -380,6 +381,23 @@ def _detection(plan: Plan, png: Path, progress: Progress) -> str:
     return section
 
 
+def _detection_kafka(plan: Plan, progress: Progress) -> str:
+    """Detection quality replayed through Kafka (``bench.detection_kafka``), on a stack of its
+    own: its report section, and a progress line."""
+    from . import detection_kafka
+
+    before = time.monotonic()
+    try:
+        results = detection_kafka.run(
+            plan.quick, progress=lambda text: print(f"  detection-kafka {text}", file=sys.stderr))
+    except Exception as exc:  # one failed measurement must not lose the others
+        traceback.print_exc(file=sys.stderr)
+        progress.line(f"detection through Kafka failed: {exc!r}")
+        return f"{detection_kafka.HEADING}\n\nfailed: {exc!r}\n"
+    progress.line(f"detection through Kafka in {time.monotonic() - before:.0f} s")
+    return detection_kafka.markdown(results)
+
+
 def machine_info(argv: list[str]) -> dict[str, Any]:
     import confluent_kafka
 
@@ -555,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         + suite.jobs_per_round(plan) + plan.wants("swaps")
     )
     progress = Progress(per_round * plan.runs + suite.jobs_once(plan) + plan.wants("detection")
-                        + plan.wants("loop"))
+                        + plan.wants("detection-kafka") + plan.wants("loop"))
     print(f"modelstream bench: {plan.runs} runs, {plan.events:,} events per throughput run "
           f"({plan.join_events:,} outcomes for join, {plan.monitor_events:,} labeled for "
           f"monitor), latency at "
@@ -589,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
         swaps.run_loop(plan, figs, progress)
     if plan.wants("detection"):  # after the stack: its two worker processes take both cores
         extra.sections.append(_detection(plan, args.report.with_name("detection.png"), progress))
+    if plan.wants("detection-kafka"):  # a stack and monitor processes of its own
+        extra.sections.append(_detection_kafka(plan, progress))
 
     shown = [f for f in figs.values() if f.runs]
     machine["load average at end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
