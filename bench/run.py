@@ -532,6 +532,14 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                         "comma-separated)")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     p.add_argument("--report", type=Path, default=REPORT, help=f"default {REPORT}")
+    p.add_argument("--kafka", metavar="HOST:PORT",
+                   default=os.environ.get("MODELSTREAM_BENCH_KAFKA") or None,
+                   help="a running broker to measure on (default: the embedded one, started "
+                        "for the run; env MODELSTREAM_BENCH_KAFKA)")
+    p.add_argument("--redis", metavar="URL",
+                   default=os.environ.get("MODELSTREAM_BENCH_REDIS") or None,
+                   help="a running Redis (default: the embedded Valkey; env "
+                        "MODELSTREAM_BENCH_REDIS)")
     args = p.parse_args(argv)
     if args.runs < 1:
         p.error("--runs must be at least 1")
@@ -582,7 +590,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     pool = concurrent.futures.ThreadPoolExecutor(1)
     data_future = pool.submit(_generate, plan)
-    with BenchStack() as stack:
+    with BenchStack(args.kafka, args.redis) as stack:
+        if stack.external:
+            machine["broker"] = stack.describe()
         data = data_future.result()
         pool.shutdown()
         print(f"stack up and {len(data.full) + len(data.partial):,} events generated in "

@@ -1,4 +1,12 @@
-"""The embedded broker, Valkey and demo model the benchmark runs on, and fresh topics per run."""
+"""The broker, Valkey and demo model the benchmark runs on, and fresh topics per run.
+
+By default the embedded broker and Valkey, started for the run. ``--kafka`` / ``--redis`` (or
+``MODELSTREAM_BENCH_KAFKA`` / ``MODELSTREAM_BENCH_REDIS``) point it at running ones instead —
+an Apache Kafka cluster, to measure latency on the broker production will use. Every
+measurement makes topics (and Redis keys) under a prefix of its own and deletes them after.
+Client settings beyond the address (SASL, TLS, replication factor) come from the usual
+``MODELSTREAM_*`` variables.
+"""
 
 from __future__ import annotations
 
@@ -28,21 +36,28 @@ log = logging.getLogger(__name__)
 
 
 class BenchStack:
-    """Broker and Valkey on free ports, in a temporary directory, with the demo model."""
+    """Broker and Valkey on free ports (or the given ones), in a temporary directory, with the
+    demo model."""
 
-    def __init__(self) -> None:
+    def __init__(self, kafka_bootstrap: str | None = None, redis_url: str | None = None) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="modelstream-bench-")
         self.root = Path(self._tmp.name)
         self.broker: EmbeddedServer | None = None
         self.valkey: EmbeddedServer | None = None
+        self.kafka_url = kafka_bootstrap
+        self.redis_url = redis_url
         self.store = ArtifactStore(self.root / "artifacts")
         self._count = itertools.count(1)
         self._producer: Producer | None = None
 
     def __enter__(self) -> BenchStack:
         try:
-            self.broker = start_broker(free_port(), self.root)
-            self.valkey = start_valkey(free_port(), self.root)
+            if self.kafka_url is None:
+                self.broker = start_broker(free_port(), self.root)
+                self.kafka_url = self.broker.url
+            if self.redis_url is None:
+                self.valkey = start_valkey(free_port(), self.root)
+                self.redis_url = self.valkey.url
             ensure_demo_model(self.store)
         except BaseException:
             self.close()
@@ -67,13 +82,24 @@ class BenchStack:
                 server.stop()
         self._tmp.cleanup()
 
+    @property
+    def external(self) -> bool:
+        """The broker is one the bench did not start."""
+        return self.broker is None and self.kafka_url is not None
+
+    def describe(self) -> str:
+        kafka_side = (f"the external broker at {self.kafka_url}" if self.external
+                      else "the embedded broker")
+        redis_side = "the embedded Valkey" if self.valkey is not None else "an external Redis"
+        return f"{kafka_side} and {redis_side}"
+
     def settings(self, name: str, extra_topics: Sequence[str] = (), **overrides: Any) -> Settings:
         """Settings with a topic prefix of their own; every topic created, ``extra_topics`` too."""
-        assert self.broker is not None and self.valkey is not None
+        assert self.kafka_url is not None and self.redis_url is not None
         prefix = f"b{next(self._count)}-{name}-{uuid.uuid4().hex[:6]}."
         s = Settings(
-            kafka_bootstrap=self.broker.url,
-            redis_url=self.valkey.url,
+            kafka_bootstrap=self.kafka_url,
+            redis_url=self.redis_url,
             topic_prefix=prefix,
             data_dir=self.root / "data",
             artifact_dir=self.store.root,

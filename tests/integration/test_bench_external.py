@@ -1,0 +1,35 @@
+"""The benchmark pointed at a running broker and Redis (``--kafka``/``--redis``): it starts
+neither, measures on them, and leaves no topic or key of its own behind."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from confluent_kafka.admin import AdminClient
+
+from bench.stack import BenchStack
+from bench.throughput import PASSTHROUGH_OUT, feature_events, measure_passthrough
+from services.stack.embedded import EmbeddedServer
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_measures_on_an_external_broker_and_cleans_up(
+        servers: tuple[EmbeddedServer, EmbeddedServer]) -> None:
+    broker, valkey = servers
+    with BenchStack(broker.url, valkey.url) as stack:
+        assert stack.external and stack.broker is None and stack.valkey is None
+        assert stack.describe() == (f"the external broker at {broker.url} and an external "
+                                    "Redis")
+        timing = measure_passthrough(stack, feature_events(2000, partial=False))
+        assert timing.consumed == 2000 and timing.outputs == {PASSTHROUGH_OUT: 2000}
+        s = stack.settings("keys")
+        client = redis.Redis.from_url(valkey.url)
+        client.set(f"{s.topic_prefix}k", b"1")
+        stack.drop_keys(s)
+        assert client.get(f"{s.topic_prefix}k") is None
+        stack.drop_topics(s)
+    names = AdminClient({"bootstrap.servers": broker.url}).list_topics(timeout=10).topics
+    assert not [n for n in names if n.startswith(("b1-raw-", "b2-keys-"))]
+    # The servers it was given still run: the bench stops only what it started.
+    assert broker.alive() and valkey.alive()
