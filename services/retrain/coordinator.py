@@ -61,7 +61,7 @@ from .decision import (
     validate_candidate,
 )
 from .jobs import TERMINAL, JobLog, JobState, RetrainRequest, job_id_for, now_ms, replay_jobs
-from .lease import ModelLeases
+from .lease import Holder, ModelLeases
 from .trainer import Trainer, build_card, load_trainer
 
 __all__ = ["ChampionWatch", "Coordinator", "JobFailed"]
@@ -133,9 +133,9 @@ class Coordinator:
         latest = [r for r in replay_jobs(self.settings) if r["job_id"] == job.job_id]
         if not latest or latest[-1].get("status") != "running" \
                 or (latest[-1].get("step") or "") in TERMINAL:
-            self.leases.release(job.model)
             with self.lock:
                 self.gate.finished(job.model, job.job_id)
+            self.leases.release(job.model)
             return
         job = JobState.from_record(latest[-1])
         if job.step in ("staged", "canary") and job.new_version and job.base_version:
@@ -145,10 +145,10 @@ class Coordinator:
             return
         try:
             self._fail(job, JobFailed(f"interrupted by a coordinator restart at step {job.step}"))
-        finally:
-            self.leases.release(job.model)
+        finally:  # the gate first: whoever takes the lease next must find the model free
             with self.lock:
                 self.gate.finished(job.model, job.job_id)
+            self.leases.release(job.model)
 
     def admit(self, request: RetrainRequest) -> JobState | None:
         """Start a job for ``request`` (its ``started`` record is published), or record why
@@ -158,6 +158,8 @@ class Coordinator:
         job = JobState(job_id=job_id_for(request.request_id), model=request.model,
                        request_id=request.request_id, trigger=trigger, started_at=at)
         holder = self.leases.acquire(request.model, job.job_id)
+        if holder is not None and holder.mine and holder.job_id != job.job_id:
+            holder = self._await_own_finish(request.model, job.job_id, holder)
         if holder is None:
             started = None
             try:
@@ -171,6 +173,21 @@ class Coordinator:
             return None
         ours = holder.mine and request.model in self.gate.active  # the gate knows why
         return self._admit(request, job, remote_busy=None if ours else holder.job_id)
+
+    def _await_own_finish(self, model: str, job_id: str, holder: Holder) -> Holder | None:
+        """A job of ours holds ``model``'s lease. If it has published its decision it is only
+        finishing (rejecting its candidate on ``model.events``, letting go of the lease): wait
+        for that, so a request made on seeing the decision is not turned away as busy."""
+        latest = [r for r in replay_jobs(self.settings) if r["job_id"] == holder.job_id]
+        if not latest or (latest[-1].get("step") or "") not in TERMINAL:
+            return holder
+        deadline = time.monotonic() + 30.0
+        current: Holder | None = holder
+        while current is not None and current.mine and time.monotonic() < deadline:
+            if self.stopping.wait(0.1):
+                break
+            current = self.leases.acquire(model, job_id)
+        return current
 
     def _admit(self, request: RetrainRequest, job: JobState,
                remote_busy: str | None) -> JobState | None:
@@ -221,10 +238,10 @@ class Coordinator:
         except Exception as exc:  # the job's failure, recorded; the coordinator goes on
             log.exception("job %s failed at step %s", job.job_id, job.step)
             self._fail(job, exc)
-        finally:
-            self.leases.release(job.model)
+        finally:  # the gate first: whoever takes the lease next must find the model free
             with self.lock:
                 self.gate.finished(job.model, job.job_id)
+            self.leases.release(job.model)
             if not resume:
                 metrics.RETRAIN_ACTIVE.labels(job.model).dec()
 
