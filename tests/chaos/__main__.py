@@ -1,7 +1,7 @@
 """``make chaos``: a chaos run on an embedded broker and Valkey of its own (see :mod:`.run`).
 
     python -m tests.chaos [--seconds 180] [--rate 300] [--kills 15] [--seed N] [--keep]
-                          [--no-promote]
+                          [--no-promote] [--no-retrain]
 """
 
 from __future__ import annotations
@@ -31,7 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the logs directory")
     p.add_argument("--no-promote", action="store_true",
                    help="no challenger promoted and rolled back during the run")
+    p.add_argument("--no-retrain", action="store_true",
+                   help="no concept switch and no retraining jobs with the coordinator stopped "
+                        "mid-job (they need --seconds 120 or more)")
     args = p.parse_args(argv)
+    retrain = not args.no_retrain and args.seconds >= 120
+    if not args.no_retrain and not retrain:
+        print("retraining under chaos needs --seconds 120 or more: left out", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="modelstream-chaos-"))
     print(f"chaos run, seed {args.seed}; logs in {tmp}", flush=True)
     broker = start_broker(free_port(), tmp)
@@ -45,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                             topic_prefix="chaos.", data_dir=tmp, artifact_dir=store.root)
         result = run_chaos(settings, valkey, tmp / "logs", seconds=args.seconds,
                            rate=args.rate, kills=args.kills, seed=args.seed,
-                           log=lambda line: print(line, flush=True), challenger=challenger)
+                           log=lambda line: print(line, flush=True), challenger=challenger,
+                           retrain=retrain)
     finally:
         valkey.stop()
         broker.stop()

@@ -53,7 +53,10 @@ class Load:
     """Produces ``rate`` feature events a second from a thread until :meth:`stop`."""
 
     def __init__(self, settings: Settings, *, rate: float, total: int, bad_rate: float = 0.05,
-                 outcome_delay: float = 1.0, seed: int = 5, pool: int = 50_000) -> None:
+                 outcome_delay: float = 1.0, seed: int = 5, pool: int = 50_000,
+                 concept: tuple[int, int] | None = None) -> None:
+        """``concept``: (event index, Agrawal classification function): from that event on,
+        the outcomes follow that function instead of the one the demo model learned (0)."""
         self.settings = settings
         self.rate = rate
         self.total = total
@@ -64,6 +67,11 @@ class Load:
         self.events: list[TrafficEvent] = list(
             agrawal_events(min(total, pool), bad_rate=bad_rate, partial_rate=0.0, seed=seed,
                            id_prefix=f"s{seed}"))
+        self.switch_at = concept[0] if concept else total
+        self.switched: list[TrafficEvent] = [] if concept is None else list(agrawal_events(
+            min(max(total - concept[0], 1), pool), bad_rate=bad_rate, partial_rate=0.0,
+            seed=seed + 1, classification_function=concept[1],
+            id_prefix=f"s{seed}f{concept[1]}"))
         self.sent = Sent()
         self.producer: Producer = kafka.producer(settings)
         self._stop = threading.Event()
@@ -125,8 +133,11 @@ class Load:
             time.sleep(0.01)
 
     def _event(self, i: int) -> TrafficEvent:
-        ev = self.events[i % len(self.events)]
-        rounds = i // len(self.events)
+        events = self.events
+        if i >= self.switch_at:
+            events, i = self.switched, i - self.switch_at
+        ev = events[i % len(events)]
+        rounds = i // len(events)
         if not rounds:
             return ev
         new_id = f"{ev.event_id}r{rounds}"

@@ -3,9 +3,12 @@
 Two replicas each of ingest, predict and join (one monitor: its windows must see every
 partition), on one broker and a Valkey whose data survives restarts. During the load, at random
 moments, a random replica is killed with SIGKILL and started again a moment later; midway,
-Valkey is stopped, left down for a few seconds and started again. Afterwards, once the pipeline
-has drained, every topic is reconciled against what was sent (see :mod:`.reconcile`). The run
-fails on any discrepancy, and on any service that exits by itself.
+Valkey is stopped, left down for a few seconds and started again. With a challenger, it is
+promoted and rolled back under load; with ``retrain``, the outcomes then switch concept and the
+retraining coordinator is killed and stopped in the middle of its jobs (see :mod:`.retrain`).
+Afterwards, once the pipeline has drained, every topic is reconciled against what was sent (see
+:mod:`.reconcile`), and the jobs against the registry. The run fails on any discrepancy, and on
+any service that exits by itself.
 
     python -m tests.chaos [--seconds 180] [--rate 300] [--kills 15] [--seed N]
 """
@@ -28,6 +31,7 @@ from services.runtime.settings import Settings
 from .cluster import Cluster, Replica, RestartableValkey
 from .load import Load, Sent
 from .reconcile import Report, reconcile
+from .retrain import RETRAIN_ENV, RetrainChaos, reconcile_jobs, wait_jobs
 
 __all__ = ["ChaosResult", "run_chaos"]
 
@@ -46,6 +50,7 @@ class ChaosResult:
     kills: list[str] = field(default_factory=list)
     valkey_restarts: int = 0
     promotions: list[str] = field(default_factory=list)
+    retrain: list[str] = field(default_factory=list)  # the coordinator's disruptions
     self_exits: list[str] = field(default_factory=list)
     exit_codes: dict[str, int | None] = field(default_factory=dict)
     drained_after: float | None = None
@@ -62,6 +67,7 @@ class ChaosResult:
             f"kills survived: {len(self.kills)} ({', '.join(self.kills)})",
             f"valkey restarts: {self.valkey_restarts}",
             f"registry transitions: {', '.join(self.promotions) or 'none'}",
+            f"retraining coordinator: {'; '.join(self.retrain) or 'not run'}",
             f"events sent: {self.sent.features:,} features "
             f"({len(self.sent.bad):,} malformed), {self.sent.outcome_records:,} outcomes",
             "drained " + (f"{self.drained_after:.1f} s after the load ended"
@@ -114,7 +120,7 @@ def wait_drained(settings: Settings, sent: Sent, timeout: float,
 
 
 class Promotions:
-    """Promotes a challenger to champion at 30% of the run and rolls it back at 65%, through
+    """Promotes a challenger to champion at 15% of the run and rolls it back at 35%, through
     the registry (``model.events``), while predict serves."""
 
     def __init__(self, settings: Settings, challenger: tuple[bytes, ModelCard],
@@ -129,7 +135,7 @@ class Promotions:
         if event.transition != "registered":
             raise RuntimeError(f"the challenger was not registered: {event.reason}")
         self.model, self.version = event.model, event.version
-        self.plan = [(0.30 * seconds, "promote"), (0.65 * seconds, "rollback")]
+        self.plan = [(0.15 * seconds, "promote"), (0.35 * seconds, "rollback")]
         self.done: list[str] = []
 
     def tick(self, now: float) -> None:
@@ -153,6 +159,7 @@ class Chaos:
     def __init__(self, cluster: Cluster, valkey: RestartableValkey, *, seconds: float,
                  kills: int, rng: random.Random, log: Callable[[str], None],
                  promotions: Promotions | None = None) -> None:
+        self.retrain: RetrainChaos | None = None
         self.cluster = cluster
         self.valkey = valkey
         self.rng = rng
@@ -175,6 +182,8 @@ class Chaos:
                 # predict killed with the batches scored around the change in hand: they are
                 # replayed after it, and must be served by the versions of their first pass.
                 self._kill([r for r in self.cluster.of("predict") if r.alive()], now)
+        if self.retrain is not None:
+            self.retrain.tick(now)
         for name, (at, replica) in list(self.restart_at.items()):
             if now >= at:
                 replica.start()
@@ -189,7 +198,9 @@ class Chaos:
                 r.start()
         if self.kill_at and now >= self.kill_at[0]:
             self.kill_at.pop(0)
-            self._kill([r for r in self.cluster.replicas if r.alive()], now)
+            # The data plane's replicas: the coordinator is stopped on its own schedule.
+            self._kill([r for r in self.cluster.replicas
+                        if r.alive() and r.service != "retrain"], now)
         if self.valkey_at is not None and now >= self.valkey_at:
             self.valkey_at = None
             self.log(f"{now:6.1f}s  valkey stopped for 3 s")
@@ -216,36 +227,56 @@ def run_chaos(
     base: Settings, valkey: RestartableValkey, log_dir: Path, *, seconds: float, rate: float,
     kills: int, seed: int = 1, drain_timeout: float = 180.0,
     log: Callable[[str], None] = print, challenger: tuple[bytes, ModelCard] | None = None,
+    retrain: bool = False,
 ) -> ChaosResult:
     """One chaos run on ``base``'s broker and topic prefix, with ``valkey`` (started). With a
     ``challenger`` (ONNX bytes and card of another version of the model), it is registered,
-    promoted to champion and rolled back during the run."""
+    promoted to champion and rolled back during the run. With ``retrain``, the outcomes follow
+    another concept from 40% of the run on, and two retraining jobs are requested from 45%: the
+    coordinator is killed in the middle of the first and stopped in the middle of the second."""
     settings = base.model_copy(update={"redis_url": valkey.url, "partitions": 4})
     kafka.create_topics(settings)
     promotions = Promotions(settings, challenger, seconds, log) if challenger else None
     rng = random.Random(seed)
-    cluster = Cluster(settings, log_dir, REPLICAS, CHAOS_ENV)
+    replicas = {**REPLICAS, "retrain": 1} if retrain else REPLICAS
+    cluster = Cluster(settings, log_dir, replicas,
+                      {**CHAOS_ENV, **RETRAIN_ENV} if retrain else CHAOS_ENV)
     cluster.start()
-    load = Load(settings, rate=rate, total=int(rate * seconds), seed=seed)
+    total = int(rate * seconds)
+    load = Load(settings, rate=rate, total=total, seed=seed,
+                concept=(int(0.40 * total), 2) if retrain else None)
     log(f"{len(cluster.replicas)} replicas up; {load.total:,} events at {rate:g}/s, "
         f"{kills} kills, a Valkey restart")
     chaos = Chaos(cluster, valkey, seconds=seconds, kills=kills, rng=rng, log=log,
                   promotions=promotions)
+    if retrain:
+        chaos.retrain = RetrainChaos(settings, cluster.of("retrain")[0], "agrawal",
+                                     request_at=0.45 * seconds, restart_at=chaos.restart_at,
+                                     rng=rng, log=log)
+    jobs_done = True
     load.start()
     try:
         while not load.done():
             chaos.tick()
             time.sleep(0.1)
-        chaos.finish()
         sent = load.stop()
         log(f"load done: {sent.features:,} features, {sent.outcome_records:,} outcomes; "
             "draining")
+        if chaos.retrain is not None:
+            jobs_done = wait_jobs(chaos.retrain, drain_timeout, on_tick=chaos.tick)
+        chaos.finish()
         drained = wait_drained(settings, sent, drain_timeout, on_tick=chaos.tick)
         cluster.settle()
     finally:
         codes = cluster.stop()
+        if chaos.retrain is not None:
+            chaos.retrain.close()
     report = reconcile(settings, sent)
+    if chaos.retrain is not None:
+        report.check(jobs_done, "every retraining job was decided before the drain timeout")
+        reconcile_jobs(settings, chaos.retrain, report)
     return ChaosResult(sent=sent, report=report, kills=chaos.kills,
                        promotions=promotions.done if promotions else [],
+                       retrain=chaos.retrain.disruptions if chaos.retrain else [],
                        valkey_restarts=valkey.restarts, self_exits=chaos.self_exits,
                        exit_codes=codes, drained_after=drained)

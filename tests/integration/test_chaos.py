@@ -3,8 +3,10 @@ join and one monitor under load, replicas killed with SIGKILL and restarted, Val
 midway — and afterwards every topic reconciles exactly with what was sent.
 
 Promotion and rollback under chaos run in ``make chaos`` (predict serves a record by the versions
-in force at its timestamp, so a replay across a champion change keeps its served ids); they are
-left out here to keep this run short."""
+in force at its timestamp, so a replay across a champion change keeps its served ids), and so do
+the retraining jobs with their coordinator killed and stopped mid-job (they need a few minutes
+of load: a concept switch, training, a shadow comparison); they are left out here to keep this
+run short."""
 
 from __future__ import annotations
 
