@@ -1,14 +1,15 @@
 """Load and soak: the pipeline's maximum throughput, then a long run at a share of it, then a
 stalled consumer.
 
-1. **Maximum, sustained**: for ``--max-seconds`` (120) the pipeline is kept saturated: the
-   load produces as fast as it can while fewer than ``--saturation`` feature events (or twice
-   as many outcomes) are waiting, and pauses above that, so every service always has work and
-   the backlog stays small. The completed events per second (predicted and labeled) are taken
-   per window; the maximum is the median of the windows of the last third (the steady state),
-   measured on the same broker and topics the soak then uses. A burst on a fresh broker
-   overstates it: the embedded broker (memory storage) slows as its topics grow, which the
-   windows show.
+1. **Maximum, sustained**: for ``--max-seconds`` (as long as the soak) the pipeline is kept
+   saturated: the load produces as fast as it can while fewer than ``--saturation`` feature
+   events (or twice as many outcomes) are waiting, and pauses above that, so every service
+   always has work and the backlog stays small. The completed events per second (predicted and
+   labeled) are taken per window; the maximum is the median of the windows of the last third
+   (the steady state). A burst overstates it: the embedded broker (memory storage, no
+   retention) slows as its topics grow, which the windows show. So the saturated run is as long
+   as the soak, and the soak runs on fresh topics: at 80% of the rate it writes less than the
+   saturated run did, and its broker never holds more than the maximum was measured with.
 2. **Soak**: ``--fraction`` (0.8) of that rate for ``--minutes``: every two seconds the RSS of
    each service and the backlog (feature events sent but not yet predicted, outcomes sent but
    not yet labeled), every ten the consumer lag of each service's group (high watermarks minus
@@ -23,7 +24,7 @@ stalled consumer.
 
 Finally every topic is reconciled (see :mod:`.reconcile`).
 
-    python -m tests.chaos.soak [--minutes 10] [--fraction 0.8] [--stall 60] [--max-seconds 120]
+    python -m tests.chaos.soak [--minutes 10] [--fraction 0.8] [--stall 60] [--max-seconds S]
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -56,6 +58,7 @@ from .run import wait_drained
 
 __all__ = ["Capacity", "SoakResult", "measure_sustained", "run_soak", "slope"]
 
+_T = TypeVar("_T")
 FULL_RECONCILE_MAX = 300_000
 REPLICAS = {"ingest": 1, "predict": 1, "join": 1, "monitor": 1}
 LAG_BOUND_SECONDS = 10.0  # bounded: the backlog stays under this many seconds of the load
@@ -345,38 +348,56 @@ class GroupLag:
 def run_soak(base: Settings, valkey: RestartableValkey, log_dir: Path, *, seconds: float,
              fraction: float, stall_seconds: float, max_seconds: float, saturation: int = 8000,
              window: float = 10.0, log: Callable[[str], None] = print) -> SoakResult:
+    """The maximum on topics of its own, then the soak on fresh ones (prefixes ``max.`` and
+    ``run.`` under ``base``'s): the embedded broker keeps every record in memory and slows as
+    its topics grow, so the soak must not start where the saturated run left them."""
     settings = base.model_copy(update={"redis_url": valkey.url, "partitions": 4})
-    kafka.create_topics(settings)
-    cluster = Cluster(settings, log_dir, REPLICAS, SOAK_ENV)
-    cluster.start()
-    counter = Counting(settings, ["predictions", "predictions.labeled"])
-    try:
-        capacity = measure_sustained(settings, counter, _warm(settings), seconds=max_seconds,
-                                     saturation=saturation, window=window, log=log)
-        rate = fraction * capacity.rate
-        log(capacity.text())
-        log(f"soaking at {rate:,.0f} events/s for {seconds:.0f} s")
-        result = SoakResult(capacity=capacity, rate=rate, seconds=seconds)
-        result.drained_after = _soak(settings, cluster, counter, result, stall_seconds, log)
-    finally:
-        counter.close()
-        exit_codes = cluster.stop()
-    result.exit_codes = exit_codes
+    first = settings.model_copy(update={"topic_prefix": settings.topic_prefix + "max."})
+    capacity = _with_cluster(first, log_dir / "max", lambda _cluster, counter: measure_sustained(
+        first, counter, _warm(first), seconds=max_seconds, saturation=saturation,
+        window=window, log=log))[0]
+    rate = fraction * capacity.rate
+    log(capacity.text())
+    log(f"soaking at {rate:,.0f} events/s for {seconds:.0f} s, on fresh topics")
+    result = SoakResult(capacity=capacity, rate=rate, seconds=seconds)
+    soak = settings.model_copy(update={"topic_prefix": settings.topic_prefix + "run."})
+
+    def run(cluster: Cluster, counter: Counting) -> float | None:
+        return _soak(soak, cluster, counter, result, _warm(soak), stall_seconds, log)
+
+    result.drained_after, cluster, result.exit_codes = _with_cluster(soak, log_dir / "run", run)
     result.rss = {r.name: r.rss for r in cluster.replicas}
     _backpressure(cluster, result)
     assert result.sent is not None
     # Every record in memory costs ~1 KB a topic: a long soak is reconciled by its counts.
     full = result.sent.features <= FULL_RECONCILE_MAX
-    result.report = (reconcile if full else reconcile_counts)(settings, result.sent)
+    result.report = (reconcile if full else reconcile_counts)(soak, result.sent)
     return result
 
 
+def _with_cluster(settings: Settings, log_dir: Path,
+                  work: Callable[[Cluster, Counting], _T]) -> tuple[_T, Cluster,
+                                                                   dict[str, int | None]]:
+    """``work`` with one replica of each service on ``settings``' topics (created), and a
+    count of the predictions and labeled predictions on them; then every replica stopped."""
+    kafka.create_topics(settings)
+    cluster = Cluster(settings, log_dir, REPLICAS, SOAK_ENV)
+    cluster.start()
+    counter = Counting(settings, ["predictions", "predictions.labeled"])
+    try:
+        out = work(cluster, counter)
+    finally:
+        counter.close()
+        codes = cluster.stop()
+    return out, cluster, codes
+
+
 def _soak(settings: Settings, cluster: Cluster, counter: Counting, result: SoakResult,
-          stall_seconds: float, log: Callable[[str], None]) -> float | None:
+          prior: Sent, stall_seconds: float, log: Callable[[str], None]) -> float | None:
     """The load at ``result.rate`` for ``result.seconds``, then predict stopped for
-    ``stall_seconds`` while it goes on, then as long again to catch up; sampled every 2 s."""
+    ``stall_seconds`` while it goes on, then as long again to catch up; sampled every 2 s.
+    ``prior``: on the topics already, predicted and labeled."""
     seconds, rate = result.seconds, result.rate
-    prior = result.capacity.sent  # on the topics already, predicted and labeled
     load = Load(settings, rate=rate, total=int(rate * (seconds + stall_seconds * 2)) + 1,
                 seed=17)
     t0 = time.monotonic()
@@ -462,8 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--fraction", type=float, default=0.8)
     p.add_argument("--stall", type=float, default=60.0, help="seconds predict is stopped")
-    p.add_argument("--max-seconds", type=float, default=120.0,
-                   help="seconds of the saturated run that measures the maximum")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="seconds of the saturated run that measures the maximum (default: as "
+                        "long as the soak)")
     p.add_argument("--saturation", type=int, default=8000,
                    help="feature events kept waiting while the maximum is measured")
     args = p.parse_args(argv)
@@ -480,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
         seconds = args.minutes * 60
         result = run_soak(settings, valkey, tmp / "logs", seconds=seconds,
                           fraction=args.fraction, stall_seconds=args.stall,
-                          max_seconds=args.max_seconds, saturation=args.saturation,
+                          max_seconds=args.max_seconds or seconds,
+                          saturation=args.saturation,
                           log=lambda line: print(line, flush=True))
     finally:
         valkey.stop()
