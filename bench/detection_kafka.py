@@ -22,7 +22,9 @@ real monitor, ``modelstream run monitor`` as a child process, and reads what it 
   position it had produced when, so an alert's ``raised_at`` maps to the position the stream
   had reached: the delay in events and seconds, the label delay, the broker and the monitor
   included. A drift alert also carries ``window_end``, the newest prediction its evaluation
-  covered (its delay by window is kept too).
+  covered (its delay by window is kept too); a concept-drift alert of a version fed only
+  labeled records does not: the monitor's window times advance with predictions, so its
+  window is (now, now) and only the clock places it.
 - The monitor runs with its defaults except ``MODELSTREAM_MONITOR_EVAL_SECONDS`` = ``batch`` /
   ``rate``: an evaluation then covers ``batch`` events, as the in-process run evaluates the
   drift rule after every batch of ``batch``.
@@ -45,6 +47,7 @@ import dataclasses
 import functools
 import io
 import math
+import os
 import sys
 import time
 import urllib.request
@@ -686,6 +689,7 @@ def run(
                         null_events=QUICK_NULL_EVENTS if quick else NULL_EVENTS,
                         streams=QUICK_SEEDS if quick else STREAMS)
     started = time.monotonic()
+    load = [os.getloadavg()[0]]
 
     def log(text: str) -> None:
         if progress is not None:
@@ -706,8 +710,9 @@ def run(
                 make = functools.partial(concept.stream, name)
                 scenarios[name] = replay_scenario(st, models, name, make, plan, log)
         null = null_run(st, models, plan, log)
+    load.append(os.getloadavg()[0])
     results = {"plan": asdict(plan), "scenarios": scenarios, "null": null,
-               "settings": detection.monitor_defaults(),
+               "settings": detection.monitor_defaults(), "load_average": load,
                "duration_s": round(time.monotonic() - started, 1)}
     log("done")
     return results
@@ -756,7 +761,8 @@ def markdown(results: dict[str, Any]) -> str:
         "the detector `VersionMonitor` builds from the same card, batches of "
         f"{p['batch']}, delay to the signalling event (plus the label delay). Medians and p90 "
         f"over seeds; a miss is no alert within {p['horizon']:,} events. Run took "
-        f"{results['duration_s']:.0f} s.",
+        f"{results['duration_s']:.0f} s; the machine's load average (1 min) was "
+        + " at the start, ".join(f"{x:.1f}" for x in results["load_average"]) + " at the end.",
         "",
         "| scenario | in-process median (p90) | through Kafka median (p90) | through Kafka, "
         "seconds | Kafka − in-process per seed, median (range) | miss in-process / Kafka | "
