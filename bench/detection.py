@@ -11,11 +11,12 @@ What is measured (``run()``), with the monitor's default settings (``services.ru
   after every batch, on a 9-feature tabular stream (covariate shifts and a benign one) and on the
   label-shift stream (no labels needed).
 - **Concept drift**: the monitor's own detector, ``monitor_detector(monitor_concept_arl0)`` (a
-  multi-chart ``BernoulliCUSUM``, as ``VersionMonitor`` builds it), on the error stream (y ≠ ŷ) of
-  a model fitted on the pre-change concept, labels arriving ``label_delay`` events late; beside
-  it, on the same error streams, river's ADWIN (through the monitor's ``ADWINDetector`` wrapper)
-  and river's HDDM_A at their defaults and calibrated to modelstream's false-alarm count on the
-  null streams, an always-fire and a periodic detector, and the monitor's windowed-accuracy rule.
+  multi-chart ``BernoulliCUSUM``, as ``VersionMonitor`` builds it, with the prior it reads from
+  the model card's holdout accuracy and rows), on the error stream (y ≠ ŷ) of a model fitted on
+  the pre-change concept, labels arriving ``label_delay`` events late; beside it, on the same
+  error streams, river's ADWIN (through the monitor's ``ADWINDetector`` wrapper) and river's
+  HDDM_A at their defaults and calibrated to modelstream's false-alarm count on the null
+  streams, an always-fire and a periodic detector, and the monitor's windowed-accuracy rule.
 
 Every stream has its change at event ``change_at``; a detection is the first signal raised by an
 event at or after it, and a miss if it is not within ``horizon`` events. Its delay is counted in
@@ -204,12 +205,15 @@ def _unpack(packed: tuple[bytes, int]) -> np.ndarray:
 
 
 def _error_signals(
-    e: np.ndarray, accuracy: float, plan: Plan, timing: dict[str, list[float]] | None = None
+    e: np.ndarray, model: streams.Deployed, plan: Plan,
+    timing: dict[str, list[float]] | None = None,
 ) -> dict[str, list[int]]:
-    """The signals of the detectors that need no calibration, on one error stream."""
+    """The signals of the detectors that need no calibration, on one error stream of
+    ``model`` (the service's detector gets its card's holdout prior, as the monitor does)."""
     arl0 = _SETTINGS["monitor_concept_arl0"]
+    accuracy = model.accuracy
     specs = {
-        CUSUM: DetectorSpec("cusum", arl0),
+        CUSUM: DetectorSpec("cusum", arl0, prior=model.prior),
         ADWIN: DetectorSpec("adwin", 0.002),
         HDDM: DetectorSpec("hddm", 0.001),
         ACCURACY: DetectorSpec("accuracy", accuracy=accuracy),
@@ -231,17 +235,17 @@ def scenario_task(seed: int, plan: Plan) -> dict[str, Any]:
     n, t = plan.length, plan.change_at
     feature: dict[str, dict[str, Any]] = {}
     errors: dict[str, np.ndarray] = {}
-    accuracy: dict[str, float] = {}
+    models: dict[str, streams.Deployed] = {}
     tab = _MODELS["tabular"]
     for name, shift in streams.TABULAR_SHIFTS.items():
         x, y = streams.tabular(n, seed, shift, t)
         feature[name] = feature_run(tab, x, plan.batch)
         if name == BENIGN:
-            errors[name], accuracy[name] = tab.errors(x, y), tab.accuracy
+            errors[name], models[name] = tab.errors(x, y), tab
     ls = _MODELS["label-shift"]
     x, y = streams.label_shift_stream(n, seed, t)
     feature[LABEL_SHIFT] = feature_run(ls, x, plan.batch)
-    errors[LABEL_SHIFT], accuracy[LABEL_SHIFT] = ls.errors(x, y), ls.accuracy
+    errors[LABEL_SHIFT], models[LABEL_SHIFT] = ls.errors(x, y), ls
 
     for (sudden, gradual, model, concepts) in (
         (AGRAWAL_SUDDEN, AGRAWAL_GRADUAL, _MODELS["agrawal"], streams.agrawal_concepts),
@@ -251,19 +255,20 @@ def scenario_task(seed: int, plan: Plan) -> dict[str, Any]:
         y_hat = model.model.predict(x)
         for name, ramp in ((sudden, 0), (gradual, plan.ramp)):
             errors[name] = y_hat != streams.concept_labels(y_old, y_new, t, ramp, seed)
-            accuracy[name] = model.accuracy
+            models[name] = model
     x, y = streams.hyperplane_stream(HYPERPLANE_TRAIN + n, seed, HYPERPLANE_TRAIN + t)
     hyper = streams.hyperplane_model(x[:HYPERPLANE_TRAIN], y[:HYPERPLANE_TRAIN])
     errors[HYPERPLANE] = hyper.errors(x[HYPERPLANE_TRAIN:], y[HYPERPLANE_TRAIN:])
-    accuracy[HYPERPLANE] = hyper.accuracy
+    models[HYPERPLANE] = hyper
 
-    signals = {name: _error_signals(e, accuracy[name], plan) for name, e in errors.items()}
+    signals = {name: _error_signals(e, models[name], plan) for name, e in errors.items()}
     return {
         "seed": seed,
         "feature": feature,
         "signals": signals,
         "errors": {name: _pack(e) for name, e in errors.items()},
-        "accuracy": accuracy,
+        "accuracy": {name: m.accuracy for name, m in models.items()},
+        "priors": {name: m.prior for name, m in models.items()},
         "error_rates": {name: (float(e[:t].mean()), float(e[t:].mean()))
                         for name, e in errors.items()},
     }
@@ -277,18 +282,18 @@ def null_task(seed: int, plan: Plan) -> dict[str, Any]:
     x, y = streams.tabular(n, s)
     drift = feature_run(tab, x, plan.batch)
     drift.pop("keys")
-    errors = {"tabular": (tab.errors(x, y), tab.accuracy)}
+    errors = {"tabular": (tab.errors(x, y), tab)}
     del x, y
     sea = _MODELS["sea"]
     x, y, _ = streams.sea_concepts(n, s)
-    errors["sea"] = (sea.errors(x, y), sea.accuracy)
+    errors["sea"] = (sea.errors(x, y), sea)
     ls = _MODELS["label-shift"]
     x, y = streams.label_shift_stream(n, s, change_at=n)
-    errors["label-shift"] = (ls.errors(x, y), ls.accuracy)
+    errors["label-shift"] = (ls.errors(x, y), ls)
     timing: dict[str, list[float]] = {}
     signals = {}
-    for family, (e, acc) in errors.items():
-        signals[family] = _error_signals_null(e, acc, plan, timing)
+    for family, (e, model) in errors.items():
+        signals[family] = _error_signals_null(e, model, plan, timing)
     # river's HDDM_A is pure Python (a few µs an event): time it on a slice only.
     e = errors["sea"][0][: min(n, 200_000)]
     t0 = time.perf_counter()
@@ -300,20 +305,21 @@ def null_task(seed: int, plan: Plan) -> dict[str, Any]:
         "signals": signals,
         "timing": timing,
         "errors": {family: _pack(e) for family, (e, _) in errors.items()},
+        "priors": {family: model.prior for family, (_, model) in errors.items()},
         "error_rates": {family: float(e.mean()) for family, (e, _) in errors.items()},
     }
 
 
 def _error_signals_null(
-    e: np.ndarray, accuracy: float, plan: Plan, timing: dict[str, list[float]]
+    e: np.ndarray, model: streams.Deployed, plan: Plan, timing: dict[str, list[float]]
 ) -> dict[str, int]:
     """Alarm counts on a null error stream (HDDM_A vectorised: river's is too slow here)."""
     out = {}
     specs = {
-        CUSUM: DetectorSpec("cusum", _SETTINGS["monitor_concept_arl0"]),
+        CUSUM: DetectorSpec("cusum", _SETTINGS["monitor_concept_arl0"], prior=model.prior),
         ADWIN: DetectorSpec("adwin", 0.002),
         HDDM: DetectorSpec("hddm_vec", 0.001),
-        ACCURACY: DetectorSpec("accuracy", accuracy=accuracy),
+        ACCURACY: DetectorSpec("accuracy", accuracy=model.accuracy),
     }
     for key, spec in specs.items():
         t0 = time.perf_counter()
@@ -326,45 +332,51 @@ def _error_signals_null(
     return out
 
 
-def count_task(kind: str, param: float, streams_: list[tuple[float, int]], length: int,
+def count_task(kind: str, param: float, streams_: list[tuple[float, int, int]], length: int,
                cap: int, batch: int) -> int:
-    """Alarms of one calibration candidate on simulated null streams ``(p0, seed)``, stopping
-    past ``cap``."""
+    """Alarms of one calibration candidate on simulated null streams ``(p0, seed, holdout
+    rows)``, stopping past ``cap``."""
     spec = DetectorSpec("hddm_vec" if kind == "hddm" else kind, param)
-    return count_alarms(spec, [p for p, _ in streams_], length, [s for _, s in streams_],
-                        batch, cap)
+    p0s, seeds, rows = zip(*streams_, strict=True)
+    return count_alarms(spec, p0s, length, seeds, batch, cap, holdout_rows=rows)
+
+
+def _budget_specs(params: dict[str, float],
+                  prior: tuple[float, float] | None) -> dict[str, DetectorSpec]:
+    """The detectors at the equal budget, the service's with the model card's prior."""
+    return {
+        SERVICE_CAL: DetectorSpec("cusum", params["cusum"], prior=prior),
+        SERVICE_STRICT: DetectorSpec("cusum", params["cusum_strict"], prior=prior),
+        ADWIN_CAL: DetectorSpec("adwin", params["adwin"]),
+        HDDM_CAL: DetectorSpec("hddm", params["hddm"]),
+    }
 
 
 def calibrated_task(
     seed: int, packed: dict[str, tuple[bytes, int]], null_packed: dict[str, tuple[bytes, int]],
-    params: dict[str, float], plan: Plan,
+    priors: dict[str, tuple[float, float] | None], params: dict[str, float], plan: Plan,
 ) -> dict[str, Any]:
     """The detectors at the equal budget on one seed's scenario error streams, their alarms on
     the seed's real null streams (out of sample: the budget was set on simulated ones), and
-    the check of the vectorised HDDM_A against river's."""
-    specs = {
-        SERVICE_CAL: DetectorSpec("cusum", params["cusum"]),
-        SERVICE_STRICT: DetectorSpec("cusum", params["cusum_strict"]),
-        ADWIN_CAL: DetectorSpec("adwin", params["adwin"]),
-        HDDM_CAL: DetectorSpec("hddm", params["hddm"]),
-    }
+    the check of the vectorised HDDM_A against river's. ``priors`` are the models' card
+    priors, by scenario name and by null family."""
     signals: dict[str, dict[str, list[int]]] = {}
     same = total = 0
     for j, (name, p) in enumerate(sorted(packed.items())):
         e = _unpack(p)
         phase = float(np.random.default_rng([seed, 19, j]).random())
         signals[name] = {k: run_detector(spec, e, plan.batch).tolist()
-                         for k, spec in specs.items()}
+                         for k, spec in _budget_specs(params, priors[name]).items()}
         signals[name][PERIODIC] = run_detector(
             DetectorSpec("periodic", params["periodic"], phase=phase), e, plan.batch
         ).tolist()
         # The vectorised HDDM_A used on the null streams must signal exactly as river's does.
         same += hddm_a_signals(e, params["hddm"]) == signals[name][HDDM_CAL]
         total += 1
-    null_alarms = {k: 0 for k in specs}
-    for p in null_packed.values():
+    null_alarms = {k: 0 for k in _budget_specs(params, None)}
+    for family, p in null_packed.items():
         e = _unpack(p)
-        for k, spec in specs.items():
+        for k, spec in _budget_specs(params, priors[family]).items():
             vec = DetectorSpec("hddm_vec", spec.param) if k == HDDM_CAL else spec
             null_alarms[k] += len(run_detector(vec, e, plan.batch))
     return {"seed": seed, "signals": signals, "hddm_same": same, "hddm_total": total,
@@ -373,16 +385,19 @@ def calibrated_task(
 
 def budget_streams(
     scen: list[dict[str, Any]], plan: Plan
-) -> dict[str, list[tuple[float, int]]]:
-    """The simulated null streams ``(p0, seed)`` of each family: ``plan.budget_streams`` of
-    them, cycling over the pre-change error rates the seeds' models have on that family's
-    scenario stream. A family whose models make no error at all (p0 = 0: a constant stream,
-    on which no detector can signal) gets a single stream, as a check."""
+) -> dict[str, list[tuple[float, int, int]]]:
+    """The simulated null streams ``(p0, seed, holdout rows)`` of each family:
+    ``plan.budget_streams`` of them, cycling over the seeds' models, at the pre-change error
+    rate each has on that family's scenario stream and with the size of its card's holdout
+    (0: no prior). A family whose models make no error at all (p0 = 0: a constant stream, on
+    which no detector can signal) gets a single stream, as a check."""
     out = {}
     for i, (family, name) in enumerate(BUDGET_FAMILIES.items()):
         p0s = [float(r["error_rates"][name][0]) for r in scen]
+        rows = [int(r["priors"][name][1]) if r["priors"][name] else 0 for r in scen]
         n = plan.budget_streams if max(p0s) > 0 else 1
-        out[family] = [(p0s[k % len(p0s)], 1_000_000 * (i + 1) + k) for k in range(n)]
+        out[family] = [(p0s[k % len(p0s)], 1_000_000 * (i + 1) + k, rows[k % len(p0s)])
+                       for k in range(n)]
     return out
 
 
@@ -419,7 +434,7 @@ def _log(progress: Callable[[str], None] | None, started: float, text: str) -> N
 
 
 def _calibrate_budget(
-    runner: _Runner, kind: str, nulls: dict[str, list[tuple[float, int]]],
+    runner: _Runner, kind: str, nulls: dict[str, list[tuple[float, int, int]]],
     allowed: dict[str, int], plan: Plan,
 ) -> tuple[float, int, list[tuple[float, int]], dict[str, int]]:
     """The most sensitive parameter of ``kind`` (bisection on a log scale) whose alarm count on
@@ -496,7 +511,7 @@ def run(
              + "; the calibrated detectors on the scenario streams")
         calibrated = runner.starmap(
             calibrated_task,
-            ((r["seed"], r["errors"], n["errors"], params, plan)
+            ((r["seed"], r["errors"], n["errors"], {**r["priors"], **n["priors"]}, params, plan)
              for r, n in zip(scen, null, strict=True)),
         )
     finally:
@@ -511,7 +526,9 @@ def run(
             "budget_rate": plan.budget_rate,
             "allowed": allowed,
             "budget_events": budget_events,
-            "budget_p0": {f: sorted({round(p, 4) for p, _ in ss}) for f, ss in nulls.items()},
+            "budget_p0": {f: sorted({round(p, 4) for p, _, _ in ss})
+                          for f, ss in nulls.items()},
+            "budget_holdout_rows": {f: sorted({r for _, _, r in ss}) for f, ss in nulls.items()},
             "budget_streams": {f: len(ss) for f, ss in nulls.items()},
             "detectors": budget,
             "periodic_period": params["periodic"],
@@ -970,15 +987,23 @@ NOTES = [
     "The service's detector is a multi-chart Bernoulli CUSUM: charts tuned to error odds x1.6, "
     "x4 and x100, each designed by its exact Markov-chain run length for 3 × arl0 (Bonferroni), "
     "on the 99% posterior quantile of p0 while p0 rests on fewer than 8,000 events and on the "
-    "median after. 'At the budget' it runs with the arl0 found by the calibration, the "
-    "baselines with their calibrated δ and confidence; 'default' rows use shipped settings.",
+    "median after. The posterior counts the model card's holdout (its accuracy on "
+    "`holdout_rows` held-out training rows, never the test stream: 5,000 for Agrawal and SEA, "
+    "2,500 for Hyperplane) as events seen before the first, as the monitor does with a card "
+    "that has both, so the charts run from the first labeled event; after a signal p0 is "
+    "learned from live events alone. 'At the budget' it runs with the arl0 found by the "
+    "calibration, the baselines with their calibrated δ and confidence; 'default' rows use "
+    "shipped settings.",
     "Equal budget, method: the budget is a rate, not an in-sample count on one long stream. "
     "Each family's null streams are independent, each as long as a scenario stream "
     "(change point + horizon), every detector starting fresh on each and restarting after an "
     "alarm as it does in service, so the rate includes the phase in which a detector learns "
     "its in-control rate. The errors of a fixed model on independent events are independent "
     "Bernoulli(p0) draws, so a null error stream is simulated exactly at the family's p0 (each "
-    "seed's model's pre-change rate). A detector passes a parameter value if its count on "
+    "seed's model's pre-change rate); the service's detector gets with each stream a "
+    "simulated card holdout of its model's size, Binomial(rows, p0) errors, so the holdout's "
+    "sampling error (an underestimate of p0 included) is in its count. A detector passes a "
+    "parameter value if its count on "
     "every family is at most floor(rate × that family's events); Agrawal's models make no "
     "error before the switch (p0 = 0), so its null stream is constant and cannot raise an "
     "alarm. With a few alarms allowed per family the calibration is coarse (a count of n has "

@@ -17,20 +17,27 @@ The errors of a fixed model on a stationary stream of independent events are ind
 Bernoulli(p0) draws, so a null error stream is simulated exactly by Bernoulli(p0) with the p0 of
 each concept-drift family: the pre-change error rate each seed's model has on its scenario
 stream (Agrawal, SEA, Hyperplane; a Hyperplane model is fitted per seed). The streams are
-spread evenly over those rates.
+spread evenly over those rates. The service's detector also reads the model card's holdout
+(errors on ``rows`` held-out training rows): a holdout of the same model on the same concept
+is ``rows`` more such draws, so each null stream comes with its own simulated holdout,
+Binomial(rows, p0) errors (``holdout_errors``), which carries the holdout's sampling error
+(an underestimate of p0 included) into the count.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from services.monitor.concept import holdout_prior
+
 from .detection_detectors import DetectorSpec, run_detector
 
-__all__ = ["BUDGET_RATE", "Tuning", "TUNINGS", "bisect_parameter", "null_stream"]
+__all__ = ["BUDGET_RATE", "Tuning", "TUNINGS", "bisect_parameter", "holdout_errors",
+           "null_stream"]
 
 BUDGET_RATE = 1e-6  # false alarms per null event
 
@@ -63,6 +70,15 @@ def null_stream(p0: float, length: int, seed: int) -> np.ndarray:
     dtype('bool')
     """
     return np.random.default_rng([seed, 7919]).random(length) < p0
+
+
+def holdout_errors(p0: float, rows: int, seed: int) -> int:
+    """The errors of a simulated holdout of ``rows`` rows for the null stream of ``seed``.
+
+    >>> holdout_errors(0.0, 5000, 1), holdout_errors(1.0, 5000, 1)
+    (0, 5000)
+    """
+    return int(np.random.default_rng([seed, 7927]).binomial(rows, p0))
 
 
 def bisect_parameter(
@@ -102,14 +118,22 @@ def bisect_parameter(
 
 def count_alarms(
     spec: DetectorSpec, p0s: Sequence[float], length: int, seeds: Sequence[int], batch: int,
-    cap: int,
+    cap: int, holdout_rows: Sequence[int] | None = None,
 ) -> int:
-    """Alarms of ``spec`` on the null streams ``(p0s[i], seeds[i])``, stopping past ``cap``."""
+    """Alarms of ``spec`` on the null streams ``(p0s[i], seeds[i])``, stopping past ``cap``;
+    with ``holdout_rows`` (one per stream), the service's detector gets each stream's
+    simulated holdout as its prior, read by ``holdout_prior`` from the accuracy and rows a
+    card would carry."""
     total = 0
-    for p0, seed in zip(p0s, seeds, strict=True):
+    rows_ = [0] * len(seeds) if holdout_rows is None else holdout_rows
+    for p0, seed, rows in zip(p0s, seeds, rows_, strict=True):
         left = cap - total
-        total += len(run_detector(spec, null_stream(p0, length, seed), batch,
-                                  max_signals=left))
+        s = spec
+        if spec.kind == "cusum" and rows > 0:
+            errors = holdout_errors(p0, rows, seed)
+            s = replace(spec, prior=holdout_prior({"accuracy": 1.0 - errors / rows,
+                                                   "holdout_rows": float(rows)}))
+        total += len(run_detector(s, null_stream(p0, length, seed), batch, max_signals=left))
         if total >= cap:
             break
     return total

@@ -196,6 +196,7 @@ class DetectorSpec:
     param: float | None = None
     phase: float = 0.0  # periodic only
     accuracy: float = 1.0  # accuracy rule only: the card's accuracy
+    prior: tuple[float, float] | None = None  # cusum only: the card's holdout (errors, rows)
 
 
 def run_detector(
@@ -228,7 +229,8 @@ def run_detector(
     if spec.kind == "cusum":
         from services.monitor.concept import monitor_detector
 
-        det: object = monitor_detector(spec.param or 1e7)  # exactly what VersionMonitor runs
+        # Exactly what VersionMonitor runs, given the card's holdout_prior.
+        det: object = monitor_detector(spec.param or 1e7, prior=spec.prior)
     elif spec.kind == "adwin":
         from services.monitor.concept import ADWINDetector
 

@@ -15,7 +15,8 @@ A concept change is sudden at ``change_at`` or, for ``ramp`` events, gradual: ev
 the new concept with probability ``(t - change_at) / ramp`` (a linear ramp). Every model is a
 small scikit-learn classifier fitted on the pre-change concept (the demo model for Agrawal), and
 is "deployed" with a card-like reference profile built by ``build_reference_profile`` as the
-training code builds it, so the drift detector sees what it would see in production.
+training code builds it, and the card's holdout metrics (accuracy and rows, on held-out rows of
+its training stream, never the test stream), so the monitor sees what it would see in production.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 
 from services.models.card import FeatureSpec, ReferenceProfile
 from services.models.profile import build_reference_profile
+from services.monitor.concept import holdout_prior
 
 __all__ = [
     "LABEL_SHIFT_PRIORS",
@@ -68,6 +70,17 @@ class Deployed:
     reference: ReferenceProfile | None
     accuracy: float  # on held-out pre-change rows, as a card's metrics["accuracy"]
     impute: bool = False  # the model's pipeline fills NaN with 0 (the tabular stream's mean)
+    holdout_rows: int = 0  # the rows ``accuracy`` was measured on, as metrics["holdout_rows"]
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The card metrics the monitor reads (``holdout_prior``)."""
+        return {"accuracy": self.accuracy, "holdout_rows": float(self.holdout_rows)}
+
+    @property
+    def prior(self) -> tuple[float, float] | None:
+        """The concept-drift detector's prior, as ``VersionMonitor`` derives it from the card."""
+        return holdout_prior(self.metrics)
 
     def _input(self, x: np.ndarray) -> np.ndarray:
         return np.nan_to_num(x, nan=0.0) if self.impute else x
@@ -86,7 +99,7 @@ def _deploy(
     """Fit on the first 3/4 of ``(x, y)``; profile and score the last quarter as a card does."""
     split = len(y) * 3 // 4
     fitted = model.fit(x[:split], y[:split])
-    d = Deployed(name, fitted, specs, None, 0.0, impute)
+    d = Deployed(name, fitted, specs, None, 0.0, impute, holdout_rows=len(y) - split)
     d.accuracy = float(1.0 - d.errors(x[split:], y[split:]).mean())
     if profile and specs is not None:
         d.reference = build_reference_profile(
@@ -272,7 +285,7 @@ def agrawal_model() -> Deployed:
     x_train, y_train, x_hold, y_hold = split_holdout(*generate(TRAIN_EVENTS, 42))
     model = fit_agrawal(x_train, y_train, 42)
     accuracy = float((model.predict(x_hold) == y_hold).mean())
-    return Deployed("agrawal", model, None, None, accuracy)
+    return Deployed("agrawal", model, None, None, accuracy, holdout_rows=len(y_hold))
 
 
 def hyperplane_stream(

@@ -181,9 +181,28 @@ def test_budget_streams_follow_each_familys_baseline_rate() -> None:
     from bench import detection as d
 
     scen = [{"error_rates": {d.AGRAWAL_SUDDEN: (0.0, 0.5), d.SEA_SUDDEN: (0.1 + s / 100, 0.2),
-                             d.HYPERPLANE: (0.05, 0.1)}} for s in range(3)]
+                             d.HYPERPLANE: (0.05, 0.1)},
+             "priors": {d.AGRAWAL_SUDDEN: (0.0, 5000.0), d.SEA_SUDDEN: (500.0, 5000.0),
+                        d.HYPERPLANE: None}} for s in range(3)]
     nulls = d.budget_streams(scen, d.Plan(budget_streams=7))
     assert len(nulls["agrawal"]) == 1  # no errors at all: a constant stream, one as a check
-    assert [p for p, _ in nulls["sea"]] == pytest.approx([0.1, 0.11, 0.12] * 2 + [0.1])
-    seeds = [s for ss in nulls.values() for _, s in ss]
+    assert [p for p, _, _ in nulls["sea"]] == pytest.approx([0.1, 0.11, 0.12] * 2 + [0.1])
+    seeds = [s for ss in nulls.values() for _, s, _ in ss]
     assert len(set(seeds)) == len(seeds)
+    # Each stream carries its model's holdout size (0: a model without one, no prior).
+    assert {r for _, _, r in nulls["sea"]} == {5000} and {r for *_, r in nulls["hyperplane"]} == {0}
+
+
+def test_the_service_detector_gets_a_simulated_holdout_on_the_budget_streams() -> None:
+    from bench.detection_budget import count_alarms, holdout_errors
+
+    # The holdout is Binomial(rows, p0): its own sampling error reaches the count.
+    draws = [holdout_errors(0.1, 5000, s) for s in range(400)]
+    assert abs(np.mean(draws) - 500) < 5 and 15 < np.std(draws) < 27
+    assert holdout_errors(0.1, 5000, 3) == holdout_errors(0.1, 5000, 3)
+    # A chart on a tight budget: with the prior it runs (and may alarm) from the first event.
+    spec = DetectorSpec("cusum", 1e3)
+    with_prior = count_alarms(spec, [0.1] * 4, 900, [1, 2, 3, 4], 250, 10**6,
+                              holdout_rows=[5000] * 4)
+    assert count_alarms(spec, [0.1] * 4, 900, [1, 2, 3, 4], 250, 10**6) == 0  # warming up
+    assert with_prior > 0
