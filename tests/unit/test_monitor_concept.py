@@ -239,12 +239,14 @@ def test_holdout_priors_come_from_the_card_metrics() -> None:
 
 
 def test_a_cusum_with_a_prior_survives_a_checkpoint() -> None:
+    from services.monitor import checkpoint
+
     rng = np.random.default_rng(4)
     prior = (500.0, 5000.0)
     det = monitor_detector(1e6, prior=prior)
     det.update_many(rng.random(3_000) < 0.1)  # mid-way: the prior is still part of p0
     twin = monitor_detector(1e6, prior=prior)
-    twin.load(det.state())
+    twin.load(checkpoint.decode(checkpoint.encode(det.state())))  # as the monitor stores it
     assert twin.statistics == det.statistics and twin.design == det.design
     tail = rng.random(40_000) < np.r_[np.full(10_000, 0.1), np.full(30_000, 0.2)]
     assert twin.update_many(tail) == det.update_many(tail) != []
