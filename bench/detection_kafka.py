@@ -575,7 +575,9 @@ def replay_scenario(
         stack.drop_topics(s)
         stack.drop_keys(s)
     per_seed = [{"seed": st.seed, "inprocess": st.inprocess,
-                 "kafka": kafka_delay(st, r.alerts, clock, plan)} for st, clock in r.rows]
+                 "kafka": {**kafka_delay(st, r.alerts, clock, plan),
+                           "signals": r.signals.get((st.model, st.version), 0)}}
+                for st, clock in r.rows]
     result = {"seeds": per_seed, "waves": r.waves, **_summary(per_seed),
               "events_per_s": sum(w["records"] for w in r.waves) / sum(w["seconds"]
                                                                         for w in r.waves)}
@@ -610,7 +612,7 @@ def null_run(stack: BenchStack, models: Models, plan: Plan,
              progress: Callable[[str], None]) -> dict[str, Any]:
     """One null stream per concept family, produced first, then drained by a fresh monitor."""
     s = stack.settings("dk-null", partitions=1)
-    n = plan.null_events // len(NULL_FAMILIES)
+    n = -(-plan.null_events // len(NULL_FAMILIES))  # at least null_events in all
     labeled = s.topics.name(topics.PREDICTIONS_LABELED)
     producer = stack.producer(s)
     families: dict[str, dict[str, Any]] = {}
@@ -830,6 +832,13 @@ def _gap_notes(results: dict[str, Any]) -> list[str]:
     per_ms = p["rate"] / 1000.0
     out = ["Where the two differ:", ""]
     if concept:
+        streams_ = [s for n in CONCEPT if n in sc for s in sc[n]["seeds"]]
+        if all("signals" in s["kafka"] for s in streams_):
+            same = sum(s["kafka"]["signals"] == s["inprocess"]["signals"] for s in streams_)
+            out.append(
+                f"- The monitor's concept-drift signals (`modelstream_concept_drift_total`) "
+                f"equalled the in-process detector's on {same} of {len(streams_)} concept-drift "
+                "streams.")
         out.append(
             f"- Concept drift: the monitor runs the very detector on the very error sequence "
             "(one partition keeps each stream's order), so it signals at the same event; the "
