@@ -79,7 +79,12 @@ class Deployed:
 
     @property
     def prior(self) -> tuple[float, float] | None:
-        """The concept-drift detector's prior, as ``VersionMonitor`` derives it from the card."""
+        """The concept-drift detector's prior, as ``VersionMonitor`` derives it from the card
+        (none unless the monitor's default is to use it)."""
+        from services.runtime.settings import Settings
+
+        if not Settings.model_fields["monitor_concept_holdout_prior"].default:
+            return None
         return holdout_prior(self.metrics)
 
     def _input(self, x: np.ndarray) -> np.ndarray:

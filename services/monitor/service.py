@@ -226,6 +226,7 @@ class ModelMonitor:
             vm = self.versions[key] = VersionMonitor(
                 card, role, window=s.monitor_window, max_age_s=s.monitor_window_seconds,
                 budget=self.budget, concept_arl0=s.monitor_concept_arl0,
+                holdout_prior=s.monitor_concept_holdout_prior,
             )
         return vm
 

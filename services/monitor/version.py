@@ -12,7 +12,8 @@ import numpy as np
 
 from ..models.card import ModelCard
 from ..models.matrix import FeatureEncoder
-from .concept import holdout_prior, monitor_detector
+from .concept import holdout_prior as card_prior
+from .concept import monitor_detector
 from .drift import DriftDetector, FalseAlarmBudget
 from .estimate import ConfidenceEstimate
 from .quality import QualityWindow
@@ -30,6 +31,7 @@ class VersionMonitor:
         max_age_s: float | None,
         budget: FalseAlarmBudget,
         concept_arl0: float,
+        holdout_prior: bool = False,
     ) -> None:
         self.card = card
         self.role = role
@@ -42,8 +44,8 @@ class VersionMonitor:
                                    score_bounds=(0.0, 1.0) if self.classifier else None)
         self.quality = QualityWindow(card.task, card.labels, window, max_age_s=max_age_s)
         self.estimate = ConfidenceEstimate(window) if self.classifier else None
-        # The card's holdout errors seed the error rate the concept-drift charts test against.
-        prior = holdout_prior(card.metrics) if self.classifier else None
+        # Optionally, the card's holdout errors seed the error rate the charts test against.
+        prior = card_prior(card.metrics) if self.classifier and holdout_prior else None
         self.concept = monitor_detector(concept_arl0, prior=prior)
         self.predictions = 0
         self.labeled = 0

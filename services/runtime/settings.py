@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     monitor_checkpoint_seconds: float = 10.0
     monitor_arl0_windows: float = 1000.0  # expected windows between false drift alarms, in all
     monitor_concept_arl0: float = 1e7  # expected events between false concept-drift alarms
+    # Seed the concept-drift charts with the card's holdout error rate (metrics accuracy and
+    # holdout_rows) instead of learning it from the first live labels: a change soon after a
+    # deployment is caught sooner; later ones no sooner, at a slightly higher alarm rate.
+    monitor_concept_holdout_prior: bool = False
     monitor_min_labeled: int = 200  # quality alerts need this many labeled events
     monitor_accuracy_warning_drop: float = 0.05  # below the card's accuracy by this: warning
     monitor_accuracy_critical_drop: float = 0.15

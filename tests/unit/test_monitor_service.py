@@ -111,14 +111,16 @@ def test_the_concept_detector_starts_from_the_cards_holdout(demo_store: Artifact
     from services.monitor.concept import holdout_prior, monitor_detector
 
     card = demo_store.card("agrawal", "1")
-    vm = _monitor(demo_store)
+    assert _monitor(demo_store).concept.prior is None  # off unless configured
+    vm = VersionMonitor(card, "champion", window=100, max_age_s=None,
+                        budget=FalseAlarmBudget(), concept_arl0=1e6, holdout_prior=True)
     rows = card.metrics["holdout_rows"]
     assert vm.concept.prior == (round((1 - card.metrics["accuracy"]) * rows), rows)
     assert vm.concept.design is not None  # monitoring from the first labeled event
     # A card without the holdout's size (published before it was recorded): learned live.
     old = card.model_copy(update={"metrics": {"accuracy": card.metrics["accuracy"]}})
     vm_old = VersionMonitor(old, "champion", window=100, max_age_s=None,
-                            budget=FalseAlarmBudget(), concept_arl0=1e6)
+                            budget=FalseAlarmBudget(), concept_arl0=1e6, holdout_prior=True)
     assert holdout_prior(old.metrics) is None and vm_old.concept.prior is None
     assert vm_old.concept.design is None
     errors = np.random.default_rng(1).random(30_000) < np.r_[np.full(20_000, 0.02),
