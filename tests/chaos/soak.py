@@ -17,6 +17,10 @@ stalled consumer.
    stays bounded (over the soak's second half it never exceeds ``LAG_BOUND_SECONDS`` of load,
    and the pipeline completes what is offered, minute by minute), RSS slopes per service (by
    least squares over the run after a warm-up fifth) are reported.
+   Valkey's RSS is sampled too. It grows for the whole soak by design: join keeps each
+   event's state for the join window (a week by default), and Valkey rewrites its append-only
+   file, forking the whole dataset, each time the file doubles; on two cores those rewrites
+   show as stalls in join and ingest.
 3. **Backpressure**: predict is stopped (SIGSTOP) while the load goes on: ingest keeps writing
    to ``features.valid`` and must stay within its memory; predict is then resumed and must
    catch up without its memory following the backlog (librdkafka's fetch queue is bounded by
@@ -51,7 +55,7 @@ from services.runtime.settings import Settings
 from services.stack.embedded import start_broker
 from services.stack.processes import free_port
 
-from .cluster import Cluster, RestartableValkey
+from .cluster import Cluster, RestartableValkey, rss_mb
 from .load import Load, Sent
 from .reconcile import Report, reconcile, reconcile_counts
 from .run import wait_drained
@@ -362,11 +366,20 @@ def run_soak(base: Settings, valkey: RestartableValkey, log_dir: Path, *, second
     result = SoakResult(capacity=capacity, rate=rate, seconds=seconds)
     soak = settings.model_copy(update={"topic_prefix": settings.topic_prefix + "run."})
 
+    valkey_rss: list[tuple[float, float]] = []
+
     def run(cluster: Cluster, counter: Counting) -> float | None:
-        return _soak(soak, cluster, counter, result, _warm(soak), stall_seconds, log)
+        def sample() -> None:
+            cluster.sample_rss()
+            mb = rss_mb(valkey.proc.pid) if valkey.proc is not None else None
+            if mb is not None:
+                valkey_rss.append((time.monotonic() - cluster.t0, mb))
+
+        return _soak(soak, cluster, counter, result, _warm(soak), stall_seconds, log, sample)
 
     result.drained_after, cluster, result.exit_codes = _with_cluster(soak, log_dir / "run", run)
     result.rss = {r.name: r.rss for r in cluster.replicas}
+    result.rss["valkey"] = valkey_rss
     _backpressure(cluster, result)
     assert result.sent is not None
     # Every record in memory costs ~1 KB a topic: a long soak is reconciled by its counts.
@@ -393,7 +406,8 @@ def _with_cluster(settings: Settings, log_dir: Path,
 
 
 def _soak(settings: Settings, cluster: Cluster, counter: Counting, result: SoakResult,
-          prior: Sent, stall_seconds: float, log: Callable[[str], None]) -> float | None:
+          prior: Sent, stall_seconds: float, log: Callable[[str], None],
+          sample_rss: Callable[[], None]) -> float | None:
     """The load at ``result.rate`` for ``result.seconds``, then predict stopped for
     ``stall_seconds`` while it goes on, then as long again to catch up; sampled every 2 s.
     ``prior``: on the topics already, predicted and labeled."""
@@ -410,7 +424,7 @@ def _soak(settings: Settings, cluster: Cluster, counter: Counting, result: SoakR
     load.start()
     while not load.done():
         now = time.monotonic() - t0
-        cluster.sample_rss()
+        sample_rss()
         sent = load.sent
         predicted = counter.counts["predictions"] - len(prior.valid)
         labeled = counter.counts["predictions.labeled"] - len(prior.outcomes)
