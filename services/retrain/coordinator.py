@@ -130,14 +130,14 @@ class Coordinator:
         while self.leases.acquire(job.model, job.job_id) is not None:
             if self.stopping.wait(self.settings.retrain_poll_seconds):
                 return
-        latest = [r for r in replay_jobs(self.settings) if r["job_id"] == job.job_id]
-        if not latest or latest[-1].get("status") != "running" \
-                or (latest[-1].get("step") or "") in TERMINAL:
+        last = self._last_record(job.job_id)
+        if last is None or last.get("status") != "running" \
+                or (last.get("step") or "") in TERMINAL:
             with self.lock:
                 self.gate.finished(job.model, job.job_id)
             self.leases.release(job.model)
             return
-        job = JobState.from_record(latest[-1])
+        job = JobState.from_record(last)
         if job.step in ("staged", "canary") and job.new_version and job.base_version:
             request = RetrainRequest(request_id=job.request_id, model=job.model,
                                      requested_by=ACTOR, requested_at=job.started_at)
@@ -178,8 +178,8 @@ class Coordinator:
         """A job of ours holds ``model``'s lease. If it has published its decision it is only
         finishing (rejecting its candidate on ``model.events``, letting go of the lease): wait
         for that, so a request made on seeing the decision is not turned away as busy."""
-        latest = [r for r in replay_jobs(self.settings) if r["job_id"] == holder.job_id]
-        if not latest or (latest[-1].get("step") or "") not in TERMINAL:
+        last = self._last_record(holder.job_id)
+        if last is None or (last.get("step") or "") not in TERMINAL:
             return holder
         deadline = time.monotonic() + 30.0
         current: Holder | None = holder
@@ -188,6 +188,11 @@ class Coordinator:
                 break
             current = self.leases.acquire(model, job_id)
         return current
+
+    def _last_record(self, job_id: str) -> dict[str, Any] | None:
+        """The job's latest record on ``retrain.jobs`` (read to its current end)."""
+        return next((r for r in reversed(replay_jobs(self.settings)) if r["job_id"] == job_id),
+                    None)
 
     def _admit(self, request: RetrainRequest, job: JobState,
                remote_busy: str | None) -> JobState | None:
