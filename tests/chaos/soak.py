@@ -55,7 +55,7 @@ from services.runtime.settings import Settings
 from services.stack.embedded import start_broker
 from services.stack.processes import free_port
 
-from .cluster import Cluster, RestartableValkey, rss_mb
+from .cluster import Cluster, RestartableValkey
 from .load import Load, Sent
 from .reconcile import Report, reconcile, reconcile_counts
 from .run import wait_drained
@@ -365,21 +365,12 @@ def run_soak(base: Settings, valkey: RestartableValkey, log_dir: Path, *, second
     log(f"soaking at {rate:,.0f} events/s for {seconds:.0f} s, on fresh topics")
     result = SoakResult(capacity=capacity, rate=rate, seconds=seconds)
     soak = settings.model_copy(update={"topic_prefix": settings.topic_prefix + "run."})
-
-    valkey_rss: list[tuple[float, float]] = []
-
-    def run(cluster: Cluster, counter: Counting) -> float | None:
-        def sample() -> None:
-            cluster.sample_rss()
-            mb = rss_mb(valkey.proc.pid) if valkey.proc is not None else None
-            if mb is not None:
-                valkey_rss.append((time.monotonic() - cluster.t0, mb))
-
-        return _soak(soak, cluster, counter, result, _warm(soak), stall_seconds, log, sample)
-
-    result.drained_after, cluster, result.exit_codes = _with_cluster(soak, log_dir / "run", run)
+    valkey.rss.clear()  # sampled during the soak only, beside the services
+    result.drained_after, cluster, result.exit_codes = _with_cluster(
+        soak, log_dir / "run", lambda cluster, counter: _soak(
+            soak, cluster, counter, result, _warm(soak), stall_seconds, log, valkey))
     result.rss = {r.name: r.rss for r in cluster.replicas}
-    result.rss["valkey"] = valkey_rss
+    result.rss["valkey"] = list(valkey.rss)
     _backpressure(cluster, result)
     assert result.sent is not None
     # Every record in memory costs ~1 KB a topic: a long soak is reconciled by its counts.
@@ -407,7 +398,7 @@ def _with_cluster(settings: Settings, log_dir: Path,
 
 def _soak(settings: Settings, cluster: Cluster, counter: Counting, result: SoakResult,
           prior: Sent, stall_seconds: float, log: Callable[[str], None],
-          sample_rss: Callable[[], None]) -> float | None:
+          valkey: RestartableValkey) -> float | None:
     """The load at ``result.rate`` for ``result.seconds``, then predict stopped for
     ``stall_seconds`` while it goes on, then as long again to catch up; sampled every 2 s.
     ``prior``: on the topics already, predicted and labeled."""
@@ -424,7 +415,7 @@ def _soak(settings: Settings, cluster: Cluster, counter: Counting, result: SoakR
     load.start()
     while not load.done():
         now = time.monotonic() - t0
-        sample_rss()
+        cluster.sample_rss(valkey)
         sent = load.sent
         predicted = counter.counts["predictions"] - len(prior.valid)
         labeled = counter.counts["predictions.labeled"] - len(prior.outcomes)
