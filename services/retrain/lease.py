@@ -74,14 +74,15 @@ class ModelLeases:
         value = f"{self.owner}|{job_id}"
         key = self.key(model)
         for _ in range(3):  # the holder may let go between our two calls
-            taken = retrying(lambda: self.client.set(key, value, nx=True, px=self.ttl_ms))
-            current = None if taken else retrying(lambda: self.client.get(key))
-            # Ours already: taken now, or by a SET whose reply a connection drop lost.
-            if taken or (current is not None and _text(current) == value):
+            if retrying(lambda: self.client.set(key, value, nx=True, px=self.ttl_ms)):
                 with self._lock:
                     self.held[model] = value
                 self._ensure_renewing()
                 return None
+            # Our own value is not taken for ours: another thread of this process may hold
+            # the lease for the same job (a replayed request while its job is adopted), and
+            # the caller must see it held. A SET whose reply was lost expires by itself.
+            current = retrying(lambda: self.client.get(key))
             if current is not None:
                 owner, _, job = _text(current).partition("|")
                 return Holder(owner == self.owner, job)
