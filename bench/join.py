@@ -10,7 +10,9 @@ is acknowledged. outcomes/s joined = N / (phase 1 + phase 2): a join process han
 prediction for every outcome.
 
 Redis memory per pending record: Valkey's ``used_memory`` at the end of phase 1 minus before
-it, over N: the join state of N predictions (or outcomes) waiting for their other side.
+it, over N: the join state of N predictions (or outcomes) waiting for their other side. Per
+labeled event: the same at the end, once the stored predictions the broker has as labeled
+records are pruned: what an event keeps for the rest of its join window.
 
 Redis CPU per record: Valkey's CPU time (``INFO cpu``, user + system) from before the loop
 starts to after it ends, over the 2N records: the server's share of the work, which runs
@@ -24,7 +26,7 @@ from cProfile import Profile
 from dataclasses import dataclass
 from typing import Literal
 
-from services.join.service import build
+from services.join.service import OutcomeJoiner, build
 from services.runtime import topics
 from services.runtime.service import redis_client
 
@@ -44,6 +46,7 @@ class JoinTiming:
     loop: LoopTiming
     labeled: int  # predictions.labeled records acknowledged
     memory_per_pending: float  # bytes of Redis per record of the first stream
+    memory_per_labeled: float  # bytes of Redis per event at the end (kept for the window)
     redis_cpu_seconds: float  # Valkey's CPU time over the run
 
     @property
@@ -57,7 +60,8 @@ class JoinTiming:
         return (f"{self.outcomes:,} outcomes in {self.loop.seconds:.2f} s: {self.first} stored "
                 f"{first_rate:,.0f}/s, then {second} labeling {second_rate:,.0f}/s "
                 f"({self.loop.split()}); {self.labeled:,} labeled; Redis "
-                f"{self.memory_per_pending:,.0f} B per pending {self.first[:-1]}; CPU per "
+                f"{self.memory_per_pending:,.0f} B per pending {self.first[:-1]}, "
+                f"{self.memory_per_labeled:,.0f} B per labeled event; CPU per "
                 f"record: process {self.loop.cpu_per_event_us:.1f} µs, Redis "
                 f"{self.redis_cpu_seconds / (2 * self.outcomes) * 1e6:.1f} µs")
 
@@ -88,16 +92,21 @@ def measure_join(
         produce_all(s, *streams[first], producer)
         memory.append(int(redis.info("memory")["used_memory"]))
         loop = build(s)
+        joiner = loop.handler
+        assert isinstance(joiner, OutcomeJoiner)
         cpu = redis_cpu()
         timing = measure_loop(loop, 2 * n, timeout, profiler, pause_at=n, pause=between)
         cpu = redis_cpu() - cpu
+        joiner.prune()  # the last batches' prunes: a running loop's next batch would carry them
+        memory.append(int(redis.info("memory")["used_memory"]))
         labeled = acknowledged(loop.service, s, [topics.PREDICTIONS_LABELED]).get(
             topics.PREDICTIONS_LABELED, 0)
         if timing.first_phase_records != n or timing.consumed != 2 * n or labeled != n:
             raise RuntimeError(f"join handled {timing.first_phase_records:,} + "
                                f"{timing.consumed - timing.first_phase_records:,} records and "
                                f"labeled {labeled:,}, expected {n:,} each")
-        return JoinTiming(first, n, timing, labeled, (memory[1] - memory[0]) / n, cpu)
+        return JoinTiming(first, n, timing, labeled, (memory[1] - memory[0]) / n,
+                          (memory[2] - memory[0]) / n, cpu)
     finally:
         stack.drop_topics(s)
         stack.drop_keys(s)

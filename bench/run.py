@@ -93,6 +93,7 @@ def _figures() -> dict[str, Figure]:
         Figure("join_of", "join, outcomes then predictions", "outcomes/s", baseline="raw",
                bars=JOIN_BARS),
         Figure("join_memory", "join, Redis per pending prediction", "B"),
+        Figure("join_memory_labeled", "join, Redis per labeled event (for its window)", "B"),
         Figure("monitor", "monitor, all metrics + drift (both streams)", "ev/s",
                baseline="raw", bars=MONITOR_BARS),
         Figure("ingest_clean", "ingest, the valid part alone", "ev/s"),
@@ -215,13 +216,15 @@ def _labeled_jobs(stack: BenchStack, plan: Plan, data: Data) -> list[Job]:
         def predictions_first() -> tuple[dict[str, float], str]:
             j = measure_join(stack, "jp", labeled, "predictions")
             return {"join_pf": j.rate, "join_memory": j.memory_per_pending,
+                    "join_memory_labeled": j.memory_per_labeled,
                     "cpu_join_pf": j.loop.cpu_per_event_us}, j.note()
 
         def outcomes_first() -> tuple[dict[str, float], str]:
             j = measure_join(stack, "jo", labeled, "outcomes")
             return {"join_of": j.rate, "cpu_join_of": j.loop.cpu_per_event_us}, j.note()
 
-        jobs += [Job(("join_pf", "join_memory", "cpu_join_pf"), predictions_first),
+        jobs += [Job(("join_pf", "join_memory", "join_memory_labeled", "cpu_join_pf"),
+                     predictions_first),
                  Job(("join_of", "cpu_join_of"), outcomes_first)]
     if plan.wants("monitor"):
         def monitor() -> tuple[dict[str, float], str]:

@@ -20,7 +20,7 @@ from confluent_kafka import Message
 from ..runtime import metrics, topics
 from ..runtime.deadletter import DeadLetters
 from ..runtime.errors import DecodeError, ValidationError
-from ..runtime.loop import Output, StreamLoop
+from ..runtime.loop import Output, Outputs, StreamLoop
 from ..runtime.records import check_prediction
 from ..runtime.serde import EventDecoder, EventEncoder
 from ..runtime.service import redis_client
@@ -104,12 +104,14 @@ class _Chunk(JoinBatch):
     """Part of a consumed batch: its records for the script, and what the handler makes of
     them — per record in the call, the prediction ((dict, stored JSON)) or the outcome."""
 
-    __slots__ = ("held", "outputs", "tally")
+    __slots__ = ("held", "labeled_by", "outputs", "sources", "tally")
 
     def __init__(self, state: JoinState, now_ms: int) -> None:
         super().__init__(state, now_ms)
         self.held: list[Any] = []
+        self.sources: list[tuple[str, bytes]] = []  # (event id, source) of each outcome
         self.outputs: list[Output] = []  # the labeled records
+        self.labeled_by: list[tuple[str, bytes]] = []  # the outcomes of stored predictions
         self.tally = _Tally()
 
 
@@ -139,23 +141,34 @@ class OutcomeJoiner:
         self._out_counters = {s: metrics.JOIN_OUTCOMES.labels(r) for s, r in _OUT_RESULTS.items()}
         self._labeled_counters: dict[tuple[str, str, str], Any] = {}
         self._delay_histograms: dict[str, Any] = {}
+        # Outcomes whose labeled records the broker has acknowledged: their stored predictions
+        # are pruned by the next script call (see .state).
+        self._prunes: list[tuple[str, bytes]] = []
 
     def __call__(self, batch: list[Message]) -> list[Output]:
         now_ms = int(time.time() * 1000)
         outputs: list[Output] = []  # dead letters first, then the labeled records
-        chunks = (self._intake(batch[i:i + CHUNK], outputs, now_ms)
+        chunks = (self._intake(batch[i:i + CHUNK], outputs, now_ms, first=i == 0)
                   for i in range(0, len(batch), CHUNK))
         tally = _Tally()
+        labeled_by: list[tuple[str, bytes]] = []
         for chunk in self.state.apply(chunks, self._label):
             assert isinstance(chunk, _Chunk)
             outputs += chunk.outputs
+            labeled_by += chunk.labeled_by
             tally.add(chunk.tally)
         self._count(tally)
-        return outputs
+        if not labeled_by:
+            return outputs
+        return Outputs(outputs, on_delivered=lambda: self._prunes.extend(labeled_by))
 
-    def _intake(self, batch: list[Message], dead: list[Output], now_ms: int) -> _Chunk:
-        """Decode and check each record once; what passes joins the chunk's script call."""
+    def _intake(self, batch: list[Message], dead: list[Output], now_ms: int,
+                first: bool = False) -> _Chunk:
+        """Decode and check each record once; what passes joins the chunk's script call (the
+        ``first`` of a batch also takes the prunes due)."""
         chunk = _Chunk(self.state, now_ms)
+        if first:
+            chunk.prunes, self._prunes = self._prunes, []
         held = chunk.held
         predictions_topic = self.predictions_topic
         decode_prediction = self.prediction_decoder.decode
@@ -185,6 +198,7 @@ class OutcomeJoiner:
                     source = b"o%d:%d" % (msg.partition() or 0, msg.offset() or 0)
                     chunk.outcome(valid["event_id"], store_outcome(outcome, source), window)
                     held.append(outcome)
+                    chunk.sources.append((valid["event_id"], source))
             except DecodeError as exc:
                 dead.append(self.dead_letters.output(msg, exc.reason, exc.detail, now_ms))
         return chunk
@@ -194,9 +208,11 @@ class OutcomeJoiner:
         assert isinstance(batch, _Chunk)
         outputs: list[Output] = []
         tally = _Tally()
-        batch.outputs, batch.tally = outputs, tally
+        labeled_by: list[tuple[str, bytes]] = []
+        batch.outputs, batch.tally, batch.labeled_by = outputs, tally, labeled_by
         out_topic, append, emit, loads = self.out_topic, outputs.append, self._labeled, orjson.loads
         now_ms = batch.now_ms
+        sources = iter(batch.sources)
         for item, (status, got) in zip(batch.held, replies, strict=True):
             if type(item) is tuple:  # a prediction, labeled now by the stored outcome
                 tally.predictions[status] += 1
@@ -206,6 +222,9 @@ class OutcomeJoiner:
                                                   now_ms), pred["entity_id"]))
             else:  # an outcome, and the stored predictions it labels now
                 tally.outcomes[status] += 1
+                source = next(sources)
+                if got:
+                    labeled_by.append(source)
                 for stored in got:
                     pred = loads(stored)
                     append(Output(out_topic, emit(pred, stored, item, tally, now_ms),
@@ -242,11 +261,20 @@ class OutcomeJoiner:
             seconds = np.maximum(np.array(delays, dtype=np.float64), 0.0) / 1000
             metrics.observe_many(histogram, seconds)
 
+    def prune(self) -> None:
+        """Prune now what the next batch would: the stored predictions of the outcomes whose
+        labeled records the broker has acknowledged."""
+        if self._prunes:
+            batch = self.state.batch(int(time.time() * 1000))
+            batch.prunes, self._prunes = self._prunes, []
+            self.state.apply([batch], lambda _batch, _replies: None)
+
     def sweep(self) -> None:
         """Close the join windows that are due: count what expired, free the state."""
         if time.monotonic() - self._swept < self.sweep_every:
             return
         self._swept = time.monotonic()
+        self.prune()  # none waits for the next batch while the topics are quiet
         while True:
             result = self.state.sweep(int(time.time() * 1000))
             metrics.JOIN_EXPIRED.inc(result.expired_predictions)

@@ -8,8 +8,11 @@ period, set when it is created): its outcome, then one triple per prediction of 
 
 * the outcome is ``<outcome_time>|<source>|<outcome>``, or empty while none has come;
 * the stored prediction is kept while it may still be needed: it waits for its outcome, or an
-  outcome labeled it (kept for a replay of that outcome record); a prediction that arrives
-  after its outcome is labeled at once, and stores nothing;
+  outcome labeled it and the labeled record is not yet acknowledged by the broker (kept for a
+  replay of that outcome record). Once it is, the next script call prunes it (a prune: the
+  event id and the outcome's source) and the event keeps its marks only, ~100 B instead of the
+  prediction's size, for the rest of its window. A prediction that arrives after its outcome
+  is labeled at once, and stores nothing;
 * the mark is the source record (``p|o<partition>:<offset>``) that labeled the prediction, or
   empty. One labeled record per prediction id: a prediction is labeled once.
 
@@ -28,8 +31,10 @@ events expired: they are closed without being counted as expired or unmatched.
 
 Why the source is stored: after a crash, the batch in hand is consumed again. When the record
 that labeled a prediction comes again (same topic, partition, offset), its labeled record is
-published again — the first copy may never have reached the broker. Any other repeat of a
-prediction or an outcome (a different record) is recognised and publishes nothing.
+published again — the first copy may never have reached the broker — unless it was pruned,
+which it is only once the broker has the first copy (a commit lost after that: a replay that
+publishes nothing). Any other repeat of a prediction or an outcome (a different record) is
+recognised and publishes nothing.
 
 Corrected outcomes: the outcome with the latest ``outcome_time`` is the one predictions still
 waiting are labeled with; a labeled prediction keeps its label (labels are final). A correction
@@ -70,7 +75,9 @@ BUCKET_MS = 1000
 BUCKET_SLACK_MS = 3600 * 1000
 
 # ARGV: the key names (event base, bucket base, buckets, pending counter), the number of
-# window classes W, then W triples (event TTL, bucket second, bucket TTL), then the records:
+# window classes W, then W triples (event TTL, bucket second, bucket TTL), then the number of
+# prunes P and P pairs (event id, the source of an outcome whose labeled records the broker has
+# acknowledged: the predictions it labeled are no longer stored), then the records:
 # a prediction is +w (its window class), event id, the event's state were it the first record
 # (packed: no outcome, its id, the stored prediction, no mark), source; an outcome is -w,
 # event id, the event's state were it the first (packed: the stored outcome, which holds its
@@ -86,9 +93,23 @@ for w = 1, nw do
   ttl[w], bucket[w], bttl[w] = ARGV[3 * w + 3], ARGV[3 * w + 4], ARGV[3 * w + 5]
 end
 local pack, unpack_all, find, sub = cmsgpack.pack, cmsgpack.unpack, string.find, string.sub
+local i, last = 3 * nw + 7, #ARGV
+for p = 1, tonumber(ARGV[3 * nw + 6]) do
+  local k, src = ebase .. ARGV[i], ARGV[i + 1]
+  i = i + 2
+  local cur = redis.call('GET', k)
+  if cur then
+    local s, pruned = {unpack_all(cur)}, false
+    for j = 2, #s, 3 do
+      if s[j + 2] == src and s[j + 1] ~= '' then
+        s[j + 1], pruned = '', true
+      end
+    end
+    if pruned then redis.call('SET', k, pack(unpack(s)), 'KEEPTTL') end
+  end
+end
 local fresh, fresh_w = {}, {}
 local out, n = {}, 0
-local i, last = 3 * nw + 6, #ARGV
 while i <= last do
   local w, ev, first = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
   local k = ebase .. ev
@@ -270,7 +291,7 @@ class JoinBatch:
     """Records in order: the arguments of one script call. Subclasses may add what the caller
     needs to label them (the decoded records, the outputs)."""
 
-    __slots__ = ("_records", "_state", "_windows", "kinds", "now_ms")
+    __slots__ = ("_records", "_state", "_windows", "kinds", "now_ms", "prunes")
 
     def __init__(self, state: JoinState, now_ms: int) -> None:
         self._state = state
@@ -278,6 +299,8 @@ class JoinBatch:
         self._windows: dict[int, int] = {}  # window (ms) → its class, 1-based
         self._records: list[Any] = []
         self.kinds: list[bool] = []  # True for a prediction, in record order
+        # (event id, outcome source) pairs, applied before the records: see the module's doc.
+        self.prunes: list[tuple[str, bytes]] = []
 
     def _window(self, window_ms: int) -> int:
         w = self._windows.get(window_ms)
@@ -308,6 +331,9 @@ class JoinBatch:
             second = -(-(self.now_ms + window_ms) // BUCKET_MS)
             ttl = window_ms + s.grace_ms + BUCKET_MS
             head += (ttl, second, ttl + BUCKET_SLACK_MS)
+        head.append(len(self.prunes))
+        for pair in self.prunes:
+            head += pair
         return head + self._records
 
 
@@ -377,7 +403,7 @@ class JoinState:
 
         try:
             for batch in itertools.chain(list(done), _extend(done, source)):
-                if batch:
+                if batch or batch.prunes:
                     send(batch)
                 else:
                     label(batch, [])

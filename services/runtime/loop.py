@@ -27,7 +27,7 @@ from . import kafka, metrics
 from .errors import ModelstreamError
 from .settings import Settings
 
-__all__ = ["DeliveryFailed", "Output", "StreamLoop"]
+__all__ = ["DeliveryFailed", "Output", "Outputs", "StreamLoop"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,19 @@ class Output:
     timestamp: int = 0  # epoch ms of the record; 0: now (a copy of a source record keeps its own)
 
 
+class Outputs(list[Output]):
+    """A handler's outputs and what to do once the broker has acknowledged every one of them:
+    ``on_delivered`` runs then, before the batch's offsets are committed (never, if the
+    process dies first). A handler may return a plain list instead."""
+
+    __slots__ = ("on_delivered",)
+
+    def __init__(self, outputs: Sequence[Output] = (),
+                 on_delivered: Callable[[], None] | None = None) -> None:
+        super().__init__(outputs)
+        self.on_delivered = on_delivered
+
+
 class DeliveryFailed(ModelstreamError):
     """The broker did not acknowledge a record: the batch is not committed."""
 
@@ -50,11 +63,13 @@ MAX_IN_FLIGHT = 2  # batches produced but not yet fully acknowledged
 class _Pending:
     """A batch whose outputs are on their way: its offsets wait for every acknowledgement."""
 
-    __slots__ = ("counts", "failures", "offsets", "remaining")
+    __slots__ = ("after", "counts", "failures", "offsets", "remaining")
 
-    def __init__(self, offsets: dict[tuple[str, int], int], remaining: int) -> None:
+    def __init__(self, offsets: dict[tuple[str, int], int], remaining: int,
+                 after: Callable[[], None] | None) -> None:
         self.offsets = offsets
         self.remaining = remaining
+        self.after = after
         self.failures: list[str] = []
         self.counts: dict[str, int] = {}
 
@@ -184,7 +199,7 @@ class StreamLoop:
         """Produce a batch's outputs without waiting for them: the acknowledgements of up to
         ``MAX_IN_FLIGHT`` batches overlap with the next batches' work. A batch's offsets are
         committed once all its outputs are acknowledged, batches in order."""
-        pending = _Pending(offsets, len(outputs))
+        pending = _Pending(offsets, len(outputs), getattr(outputs, "on_delivered", None))
         produce = self.producer.produce
         report = pending.delivered
         for out in outputs:
@@ -223,6 +238,8 @@ class StreamLoop:
                 if counter is None:
                     counter = self._out[topic] = metrics.EVENTS_OUT.labels(self.service, topic)
                 counter.inc(n)
+            if head.after is not None:
+                head.after()
             self._commit(head.offsets)
 
     def _commit(self, offsets: dict[tuple[str, int], int]) -> None:

@@ -72,6 +72,23 @@ def test_either_side_first_and_every_version_is_labeled(settings, run_loop):
     assert len(labeled) == 4
 
 
+def test_a_labeled_prediction_is_no_longer_stored_once_the_broker_has_it(settings, run_loop):
+    n = 300
+    produce(settings, "predictions", [(b"c", prediction(f"s{i}")) for i in range(n)])
+    produce(settings, "outcomes", [(b"s%d" % i, outcome(f"s{i}")) for i in range(n)])
+    run_loop(build(settings.model_copy(update={"join_sweep_seconds": 0.2})))
+    assert len(read(settings, "predictions.labeled", n)) == n
+    r = redis_client(settings)
+    keys = r.keys(f"{settings.topic_prefix}join:e:*")
+    assert len(keys) == n
+    stored = len(prediction("s0"))
+    deadline = time.monotonic() + 20  # the last batch's prunes go out with the idle sweep
+    while max(r.strlen(k) for k in keys) > stored and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # What is left of each event is its outcome and the mark of its prediction.
+    assert max(r.strlen(k) for k in keys) < 150 < stored
+
+
 def test_duplicates_never_label_twice_and_corrections_follow_the_rule(settings, run_loop):
     produce(settings, "predictions", [(b"c", prediction("d")), (b"c", prediction("d"))])
     produce(settings, "outcomes", [
@@ -227,6 +244,34 @@ def test_records_apply_in_order_across_chunks_and_replays_label_nothing_new(sett
     # Another record with the same content is a repeat, not a replay.
     other = apply(state, [chunk(state, [("o", "a", T0 + 10, "1", 9), ("p", "a", "a1", a, 8)])])[0]
     assert other == [(DUPLICATE, []), (IGNORED, None)]
+
+
+def test_a_prune_keeps_the_marks_and_drops_what_the_broker_already_has(settings):
+    state = join_state(settings)
+    r = redis_client(settings)
+    key = f"{settings.topic_prefix}join:e:a"
+    body = b'{"p":"%s"}' % (b"x" * 500)
+    apply(state, [chunk(state, [("p", "a", "a1", body, 1), ("p", "a", "a2", body, 2),
+                                ("o", "a", T0 + 10, "1", 1)])])
+    before = r.strlen(key)
+    pruning = chunk(state, [])
+    pruning.prunes = [("a", b"o0:7"), ("gone", b"o0:1")]  # another source; no state: nothing
+    apply(state, [pruning])
+    assert r.strlen(key) == before
+    pruning = chunk(state, [("p", "b", "b1", body, 3)])
+    pruning.prunes = [("a", b"o0:1")]
+    apply(state, [pruning])
+    assert r.strlen(key) < before - 2 * len(body)
+    assert 0 < r.pttl(key) <= WEEK_MS + 301_000
+    # Marks stay: a replay of the outcome republishes nothing (the broker has it), a repeat of
+    # a prediction labels nothing, and a new version of the event is labeled at once.
+    again = apply(state, [chunk(state, [("o", "a", T0 + 10, "1", 1), ("p", "a", "a1", body, 1),
+                                        ("p", "a", "a9", body, 4)])])[0]
+    assert again[0] == (OUTCOME_REPLAY, [])
+    assert again[1] == (IGNORED, None)
+    assert again[2][0] == LABELED
+    result = state.sweep(T0 + WEEK_MS + 1000)
+    assert (result.events, result.expired_predictions, result.unmatched_outcomes) == (2, 1, 0)
 
 
 def test_a_redis_failure_midway_applies_every_chunk_again_with_the_same_labels(settings):
