@@ -67,7 +67,11 @@ class VersionMonitor:
             y_pred = np.fromiter(map(operator.eq, labels, repeat(self.card.labels[-1])), bool, n)
             self.estimate.add(s, y_pred)
         self.predictions += n
-        first, last = min(times), max(times)
+        self._saw(times)
+
+    def _saw(self, event_times: Sequence[int]) -> None:
+        """The window of event times (alerts carry it) takes in a batch's."""
+        first, last = min(event_times), max(event_times)
         self.first_ms = first if self.first_ms is None else min(self.first_ms, first)
         self.last_ms = max(self.last_ms, last)
 
@@ -91,21 +95,27 @@ class VersionMonitor:
     def add_labeled(self, labeled: Sequence[dict[str, Any]]) -> int:
         """Returns how many concept-drift signals the new errors raised."""
         if self.classifier:
-            truth, pred, scores, ts = zip(*[
-                (r["outcome_label"], r["label"], r.get("score"), r["labeled_at"]) for r in labeled
+            truth, pred, scores, ts, events = zip(*[
+                (r["outcome_label"], r["label"], r.get("score"), r["labeled_at"], r["event_time"])
+                for r in labeled
             ], strict=True)
             y_true = np.array(truth, dtype=object)
             y_pred = np.array(pred, dtype=object)
             errors = np.asarray(y_true != y_pred, dtype=bool)
             score = _floats(scores)
         else:
-            truth, scores, ts = zip(
-                *[(r["outcome_value"], r["score"], r["labeled_at"]) for r in labeled], strict=True)
+            truth, scores, ts, events = zip(*[
+                (r["outcome_value"], r["score"], r["labeled_at"], r["event_time"])
+                for r in labeled
+            ], strict=True)
             y_true = np.array(truth, dtype=float)
             y_pred = score = np.array(scores, dtype=float)
             errors = np.abs(y_true - y_pred) > np.nanstd(y_true)
         self.quality.add(y_true, y_pred, score, np.array(ts, dtype=np.int64))
         self.labeled += len(labeled)
+        # A version seen only through its labeled records (its predictions all replayed before
+        # a restart, or consumed elsewhere) still has a window for its alerts.
+        self._saw(events)
         signals = len(self.concept.update_many(errors))
         self.concept_drifts += signals
         return signals

@@ -119,6 +119,26 @@ def wait_drained(settings: Settings, sent: Sent, timeout: float,
         c.close()
 
 
+def monitor_behind(settings: Settings) -> list[str]:
+    """The partitions the monitor's last checkpoint left short of the end of its topics: which
+    partitions an undrained monitor is stuck on, if any (none: it read them all and lost some
+    in counting)."""
+    group = f"{settings.topic_prefix}modelstream-monitor"
+    c = Consumer(settings.kafka_config(**{"group.id": group, "enable.auto.commit": False}))
+    try:
+        names = [settings.topics.predictions, settings.topics.name("predictions.labeled")]
+        parts = [TopicPartition(t, p) for t in names
+                 for p in c.list_topics(t, timeout=10).topics[t].partitions]
+        behind = []
+        for tp in c.committed(parts, timeout=10):
+            high = c.get_watermark_offsets(tp, timeout=10)[1]
+            if tp.offset < high:
+                behind.append(f"{tp.topic}[{tp.partition}] at {tp.offset:,} of {high:,}")
+        return behind
+    finally:
+        c.close()
+
+
 class Promotions:
     """Promotes a challenger to champion at 15% of the run and rolls it back at 35%, through
     the registry (``model.events``), while predict serves."""
@@ -266,12 +286,16 @@ def run_chaos(
             jobs_done = wait_jobs(chaos.retrain, drain_timeout, on_tick=chaos.tick)
         chaos.finish()
         drained = wait_drained(settings, sent, drain_timeout, on_tick=chaos.tick)
+        behind = monitor_behind(settings) if drained is None else []
         cluster.settle()
     finally:
         codes = cluster.stop()
         if chaos.retrain is not None:
             chaos.retrain.close()
     report = reconcile(settings, sent)
+    if drained is None:
+        report.fact("the monitor's committed positions short of the end: "
+                    + (", ".join(behind) or "none"))
     if chaos.retrain is not None:
         report.check(jobs_done, "every retraining job was decided before the drain timeout")
         reconcile_jobs(settings, chaos.retrain, report)

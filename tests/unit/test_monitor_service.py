@@ -105,6 +105,11 @@ def test_a_batch_of_predictions_and_labels_becomes_the_windows_columns(
     assert vm.add_labeled(labeled) == 0
     m = vm.metrics(2000)
     assert (m["n"], m["accuracy"]) == (3.0, pytest.approx(2 / 3))
+    assert (vm.first_ms, vm.last_ms) == (10, 30)
+    # A version fed labeled records only: its alerts' window is their events'.
+    only = _monitor(demo_store)
+    only.add_labeled(labeled[1:])
+    assert (only.first_ms, only.last_ms) == (10, 20)
 
 
 def test_the_concept_detector_starts_from_the_cards_holdout(demo_store: ArtifactStore) -> None:
@@ -127,7 +132,7 @@ def test_the_concept_detector_starts_from_the_cards_holdout(demo_store: Artifact
                                                              np.full(10_000, 0.3)]
     names = vm_old.encoder.names
     labeled = [{"features": dict.fromkeys(names, 1.0), "score": 0.9, "label": "1",
-                "outcome_label": "0" if e else "1", "labeled_at": i}
+                "outcome_label": "0" if e else "1", "labeled_at": i, "event_time": i}
                for i, e in enumerate(errors.tolist())]
     plain = monitor_detector(1e6)
     expected = sum(len(plain.update_many(errors[i:i + 500])) for i in range(0, 30_000, 500))
