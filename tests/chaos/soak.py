@@ -10,17 +10,20 @@ stalled consumer.
    retention) slows as its topics grow, which the windows show. So the saturated run is as long
    as the soak, and the soak runs on fresh topics: at 80% of the rate it writes less than the
    saturated run did, and its broker never holds more than the maximum was measured with.
-2. **Soak**: ``--fraction`` (0.8) of that rate for ``--minutes``: every two seconds the RSS of
-   each service and the backlog (feature events sent but not yet predicted, outcomes sent but
-   not yet labeled), every ten the consumer lag of each service's group (high watermarks minus
-   committed offsets, as ``modelstream status`` shows it). Pass: no service exits, the backlog
-   stays bounded (over the soak's second half it never exceeds ``LAG_BOUND_SECONDS`` of load,
-   and the pipeline completes what is offered, minute by minute), RSS slopes per service (by
+2. **Soak**: ``--fraction`` (0.8) of that rate for ``--minutes``: every two seconds the RSS and CPU
+   time of each service (and Valkey) and the backlog (feature events sent but not yet predicted,
+   outcomes sent but not yet labeled), every ten the consumer lag of each service's group (high
+   watermarks minus committed offsets, as ``modelstream status`` shows it). Pass: no service exits,
+   the backlog stays bounded (over the soak's second half it never exceeds ``LAG_BOUND_SECONDS`` of
+   load, and the pipeline completes what is offered, minute by minute), RSS slopes per service (by
    least squares over the run after a warm-up fifth) are reported.
    Valkey's RSS is sampled too. It grows for the whole soak by design: join keeps each
-   event's state for the join window (a week by default), and Valkey rewrites its append-only
-   file, forking the whole dataset, each time the file doubles; on two cores those rewrites
-   show as stalls in join and ingest.
+   event's state for the join window (a week by default; ~175 B an event once labeled), and
+   Valkey rewrites its append-only file, forking the whole dataset, each time the file doubles;
+   on two cores those rewrites show as stalls in join and ingest. Valkey runs as deployed
+   (append-only, fsync every second): with an fsync per write, join spends most of its time
+   waiting for Valkey's replies (sampled: 61% of its main thread at 20% CPU) and falls behind
+   while nothing is busy.
 3. **Backpressure**: predict is stopped (SIGSTOP) while the load goes on: ingest keeps writing
    to ``features.valid`` and must stay within its memory; predict is then resumed and must
    catch up without its memory following the backlog (librdkafka's fetch queue is bounded by
@@ -120,6 +123,15 @@ def _completed(predicted: int, labeled: int, sent: Sent) -> float:
     return min(predicted / valid_share, labeled / labeled_share)
 
 
+def _rate(points: list[tuple[float, float]], start: float, stop: float) -> float:
+    """Growth per second of a cumulative (t, value) series over [start, stop]: from its last
+    sample at or before ``start`` to its last one at or before ``stop``."""
+    c = [x for x in points if x[0] <= stop]
+    c = c[max(0, len([x for x in c if x[0] <= start]) - 1):]
+    return ((c[-1][1] - c[0][1]) / (c[-1][0] - c[0][0])
+            if len(c) > 1 and c[-1][0] > c[0][0] else 0.0)
+
+
 def _median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else 0.0
 
@@ -204,6 +216,7 @@ class SoakResult:
     loadavg: list[tuple[float, float]] = field(default_factory=list)  # t, the machine's 1-min
     lag: list[tuple[float, dict[str, int]]] = field(default_factory=list)  # t, group → lag
     rss: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    cpu: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # CPU seconds
     stall: dict[str, float] = field(default_factory=dict)
     self_exits: list[str] = field(default_factory=list)
     exit_codes: dict[str, int | None] = field(default_factory=dict)
@@ -259,19 +272,17 @@ class SoakResult:
         while start < end - 1e-6:
             stop = min(start + step, end)
             b = [x for x in self.backlog if start <= x[0] <= stop]
-            # From the last sample at or before the window's start to its last one.
-            c = [x for x in self.completed if x[0] <= stop]
-            c = c[max(0, len([x for x in c if x[0] <= start]) - 1):]
             g = [x[1] for x in self.lag if start <= x[0] <= stop]
             la = [x[1] for x in self.loadavg if start <= x[0] <= stop]
-            rate = ((c[-1][1] - c[0][1]) / (c[-1][0] - c[0][0])
-                    if len(c) > 1 and c[-1][0] > c[0][0] else 0.0)
+            rate = _rate(self.completed, start, stop)
             lag = " ".join(f"{k} {max(x[k] for x in g):,}" for k in g[0]) if g else "-"
+            cpu = " ".join(f"{name.removesuffix('-0')} {100 * _rate(pts, start, stop):.0f}%"
+                           for name, pts in self.cpu.items())
             lines.append(f"  {start:5.0f}–{stop:4.0f}s  backlog ≤ "
                          f"{max((x[1] for x in b), default=0):7,} / "
                          f"{max((x[2] for x in b), default=0):7,}  completed "
                          f"{rate:7,.0f} events/s  load avg "
-                         f"{max(la, default=0.0):4.1f}  group lag ≤ {lag}")
+                         f"{max(la, default=0.0):4.1f}  group lag ≤ {lag}  CPU {cpu or '-'}")
             start = stop
         return lines
 
@@ -366,11 +377,14 @@ def run_soak(base: Settings, valkey: RestartableValkey, log_dir: Path, *, second
     result = SoakResult(capacity=capacity, rate=rate, seconds=seconds)
     soak = settings.model_copy(update={"topic_prefix": settings.topic_prefix + "run."})
     valkey.rss.clear()  # sampled during the soak only, beside the services
+    valkey.cpu.clear()
     result.drained_after, cluster, result.exit_codes = _with_cluster(
         soak, log_dir / "run", lambda cluster, counter: _soak(
             soak, cluster, counter, result, _warm(soak), stall_seconds, log, valkey))
     result.rss = {r.name: r.rss for r in cluster.replicas}
     result.rss["valkey"] = list(valkey.rss)
+    result.cpu = {r.name: r.cpu for r in cluster.replicas}
+    result.cpu["valkey"] = list(valkey.cpu)
     _backpressure(cluster, result)
     assert result.sent is not None
     # Every record in memory costs ~1 KB a topic: a long soak is reconciled by its counts.
@@ -497,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="modelstream-soak-"))
     print(f"soak run; logs in {tmp}", flush=True)
     broker = start_broker(free_port(), tmp)
-    valkey = RestartableValkey(free_port(), tmp / "valkey")
+    valkey = RestartableValkey(free_port(), tmp / "valkey", fsync="everysec")
     try:
         valkey.start()
         store = ArtifactStore(tmp / "artifacts")

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.timeout(300)
 def test_soak_at_80_percent_of_the_sustained_maximum(settings, tmp_path):
-    valkey = RestartableValkey(free_port(), tmp_path / "valkey")
+    valkey = RestartableValkey(free_port(), tmp_path / "valkey", fsync="everysec")
     valkey.start()
     lines: list[str] = []
     started = time.monotonic()
