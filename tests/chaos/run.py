@@ -132,8 +132,9 @@ def monitor_behind(settings: Settings) -> list[str]:
         behind = []
         for tp in c.committed(parts, timeout=10):
             high = c.get_watermark_offsets(tp, timeout=10)[1]
-            if tp.offset < high:
-                behind.append(f"{tp.topic}[{tp.partition}] at {tp.offset:,} of {high:,}")
+            at = max(tp.offset, 0)  # negative: nothing committed
+            if at < high:
+                behind.append(f"{tp.topic}[{tp.partition}] at {at:,} of {high:,}")
         return behind
     finally:
         c.close()
