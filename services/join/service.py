@@ -168,7 +168,7 @@ class OutcomeJoiner:
         ``first`` of a batch also takes the prunes due)."""
         chunk = _Chunk(self.state, now_ms)
         if first:
-            chunk.prunes, self._prunes = self._prunes, []
+            self._take_prunes(chunk)
         held = chunk.held
         predictions_topic = self.predictions_topic
         decode_prediction = self.prediction_decoder.decode
@@ -266,8 +266,12 @@ class OutcomeJoiner:
         labeled records the broker has acknowledged."""
         if self._prunes:
             batch = self.state.batch(int(time.time() * 1000))
-            batch.prunes, self._prunes = self._prunes, []
+            self._take_prunes(batch)
             self.state.apply([batch], lambda _batch, _replies: None)
+
+    def _take_prunes(self, batch: JoinBatch) -> None:
+        """The prunes due go with ``batch``'s script call."""
+        batch.prunes, self._prunes = self._prunes, []
 
     def sweep(self) -> None:
         """Close the join windows that are due: count what expired, free the state."""

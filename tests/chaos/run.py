@@ -30,7 +30,7 @@ from services.runtime.settings import Settings
 
 from .cluster import Cluster, Replica, RestartableValkey
 from .load import Load, Sent
-from .reconcile import Report, reconcile
+from .reconcile import GroupLag, Report, reconcile
 from .retrain import RETRAIN_ENV, RetrainChaos, reconcile_jobs, wait_jobs
 
 __all__ = ["ChaosResult", "run_chaos"]
@@ -123,21 +123,12 @@ def monitor_behind(settings: Settings) -> list[str]:
     """The partitions the monitor's last checkpoint left short of the end of its topics: which
     partitions an undrained monitor is stuck on, if any (none: it read them all and lost some
     in counting)."""
-    group = f"{settings.topic_prefix}modelstream-monitor"
-    c = Consumer(settings.kafka_config(**{"group.id": group, "enable.auto.commit": False}))
+    groups = GroupLag(settings, ["monitor"])
     try:
-        names = [settings.topics.predictions, settings.topics.name("predictions.labeled")]
-        parts = [TopicPartition(t, p) for t in names
-                 for p in c.list_topics(t, timeout=10).topics[t].partitions]
-        behind = []
-        for tp in c.committed(parts, timeout=10):
-            high = c.get_watermark_offsets(tp, timeout=10)[1]
-            at = max(tp.offset, 0)  # negative: nothing committed
-            if at < high:
-                behind.append(f"{tp.topic}[{tp.partition}] at {at:,} of {high:,}")
-        return behind
+        return [f"{tp.topic}[{tp.partition}] at {at:,} of {high:,}"
+                for tp, at, high in groups.positions("monitor", timeout=10) if at < high]
     finally:
-        c.close()
+        groups.close()
 
 
 class Promotions:

@@ -48,9 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
-from services.cli.inspect import GROUPS
 from services.models import ArtifactStore
 from services.models.agrawal import ensure_demo_model
 from services.runtime import kafka
@@ -60,7 +59,7 @@ from services.stack.processes import free_port
 
 from .cluster import Cluster, RestartableValkey
 from .load import Load, Sent
-from .reconcile import Report, reconcile, reconcile_counts
+from .reconcile import GroupLag, Report, reconcile, reconcile_counts
 from .run import wait_drained
 
 __all__ = ["Capacity", "SoakResult", "measure_sustained", "run_soak", "slope"]
@@ -330,42 +329,6 @@ def _warm(settings: Settings) -> Sent:
     return sent
 
 
-class GroupLag:
-    """Each service's consumer-group lag: high watermarks minus committed offsets.
-
-    One consumer per group, never subscribed (so never a member), asks for its group's
-    committed offsets. Not the AdminClient: librdkafka aborts the process when an admin
-    offsets request times out (confluentinc/librdkafka#4605), which a loaded broker causes."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._consumers = {service: Consumer(settings.kafka_config(**{
-            "group.id": f"{settings.topic_prefix}modelstream-{service}",
-            "enable.auto.commit": False})) for service in GROUPS}
-        md = next(iter(self._consumers.values())).list_topics(timeout=10)
-        self._partitions = {
-            service: [TopicPartition(settings.topics.name(b), p) for b in bases
-                      for p in md.topics[settings.topics.name(b)].partitions]
-            for service, bases in GROUPS.items()}
-
-    def sample(self, timeout: float = 5.0) -> dict[str, int] | None:
-        """Records behind, per service (None when the broker did not answer in time)."""
-        try:
-            out = {}
-            for service, c in self._consumers.items():
-                lag = 0
-                for tp in c.committed(self._partitions[service], timeout=timeout):
-                    high = c.get_watermark_offsets(tp, timeout=timeout, cached=False)[1]
-                    lag += max(high - max(tp.offset, 0), 0)
-                out[service] = lag
-            return out
-        except KafkaException:
-            return None
-
-    def close(self) -> None:
-        for c in self._consumers.values():
-            c.close()
-
-
 def run_soak(base: Settings, valkey: RestartableValkey, log_dir: Path, *, seconds: float,
              fraction: float, stall_seconds: float, max_seconds: float, saturation: int = 8000,
              window: float = 10.0, log: Callable[[str], None] = print) -> SoakResult:
@@ -435,7 +398,7 @@ def _soak(settings: Settings, cluster: Cluster, counter: Counting, result: SoakR
     load.start()
     while not load.done():
         now = time.monotonic() - t0
-        cluster.sample_rss(valkey)
+        cluster.sample_usage(valkey)
         sent = load.sent
         predicted = counter.counts["predictions"] - len(prior.valid)
         labeled = counter.counts["predictions.labeled"] - len(prior.outcomes)
