@@ -9,7 +9,9 @@ prediction are counted when their join window closes.
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 from typing import Any
 
@@ -40,10 +42,15 @@ from .state import (
 )
 from .stored import LABELED_FIELDS, Outcome, labeled, store_outcome, store_prediction
 
-__all__ = ["OutcomeJoiner", "build", "validate_outcome"]
+__all__ = ["OutcomeJoiner", "Sweeper", "build", "validate_outcome"]
+
+log = logging.getLogger(__name__)
 
 SERVICE = "join"
 CHUNK = 250  # records per script call: a batch of 1000 is four, applied back to back
+# Batches whose labeled records await the broker's acks: join spends little CPU per record and
+# waits on Redis and the broker, so it keeps more batches on their way than the default.
+IN_FLIGHT = 4
 _PRED_RESULTS = {WAITING: "stored", LABELED: "labeled", IGNORED: "repeat_ignored",
                  REPLAYED: "replayed"}
 _OUT_RESULTS = {FIRST: "first", DUPLICATE: "duplicate_ignored", CORRECTION: "correction",
@@ -126,7 +133,8 @@ class OutcomeJoiner:
         self.window_ms = settings.join_window_seconds * 1000
         self.windows_ms = {m: s * 1000 for m, s in settings.join_windows.items()}
         self.sweep_every = settings.join_sweep_seconds
-        self._swept = 0.0
+        self.sweeper: Sweeper | None = None
+        self._pruned = 0.0
         reg = settings.schema_registry_url
         self.prediction_decoder = EventDecoder(topics.PREDICTIONS, max_bytes=1 << 22,
                                                registry_url=reg)
@@ -273,18 +281,60 @@ class OutcomeJoiner:
         """The prunes due go with ``batch``'s script call."""
         batch.prunes, self._prunes = self._prunes, []
 
+    def idle(self) -> None:
+        """Between batches: start the sweeper (once), and every ``join_sweep_seconds`` send
+        the prunes due, so none waits for the next batch while the topics are quiet."""
+        if self.sweeper is None:
+            self.sweeper = Sweeper(self.state, self.sweep_every)
+            self.sweeper.start()
+        if time.monotonic() - self._pruned >= self.sweep_every:
+            self._pruned = time.monotonic()
+            self.prune()
+
+    def close(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.stop()
+
+
+class Sweeper:
+    """Closes the join windows that are due, every ``every`` seconds, in a thread of its own
+    with its own Redis connection: counts what expired and frees the state. The loop never
+    waits for it; Redis runs each sweep script between the loop's batch scripts."""
+
+    def __init__(self, state: JoinState, every: float, limit: int = 1000) -> None:
+        self.state = state
+        self.every = every
+        self.limit = limit
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="join-sweeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.sweep()
+            except Exception:  # a sweep that fails is retried at the next tick; never fatal
+                log.exception("join sweep failed; retrying in %.1fs", self.every)
+
     def sweep(self) -> None:
-        """Close the join windows that are due: count what expired, free the state."""
-        if time.monotonic() - self._swept < self.sweep_every:
-            return
-        self._swept = time.monotonic()
-        self.prune()  # none waits for the next batch while the topics are quiet
-        while True:
-            result = self.state.sweep(int(time.time() * 1000))
+        """Every window due now, ``limit`` events per script call."""
+        while not self._stop.is_set():
+            result = self.state.sweep(int(time.time() * 1000), self.limit)
             metrics.JOIN_EXPIRED.inc(result.expired_predictions)
             metrics.JOIN_UNMATCHED.inc(result.unmatched_outcomes)
             metrics.JOIN_PENDING.set(result.pending)
-            if result.events < 1000:
+            if result.events < self.limit:
                 break
 
 
@@ -298,5 +348,7 @@ def build(settings: Settings) -> StreamLoop:
         group_id=f"{settings.topic_prefix}modelstream-join",
         topics=[settings.topics.predictions, settings.topics.outcomes],
         handler=joiner,
-        on_idle=joiner.sweep,
+        on_idle=joiner.idle,
+        on_exit=joiner.close,
+        max_in_flight=IN_FLIGHT,
     )

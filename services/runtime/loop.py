@@ -96,11 +96,15 @@ class StreamLoop:
         commit_each_batch: bool = True,
         on_close: Callable[[], None] | None = None,
         start_offsets: Callable[[str, int], int | None] | None = None,
+        on_exit: Callable[[], None] | None = None,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         """``on_idle`` runs between batches and may return records to publish (flushed before
         the next batch). A service that checkpoints its own state turns ``commit_each_batch``
         off, commits :meth:`positions` when it checkpoints, and passes ``start_offsets`` to
-        resume each assigned partition where its checkpoint says."""
+        resume each assigned partition where its checkpoint says. ``on_exit`` runs when the
+        loop ends, cleanly or not (a service stops its threads there). Up to ``max_in_flight``
+        batches may wait for their acknowledgements while the next ones are processed."""
         self.settings = settings
         self.service = service
         self.topics = topics
@@ -109,6 +113,8 @@ class StreamLoop:
         self.commit_each_batch = commit_each_batch
         self.on_close = on_close
         self.start_offsets = start_offsets
+        self.on_exit = on_exit
+        self.max_in_flight = max_in_flight
         self.assigned: list[tuple[str, int]] = []
         self._running = False
         self._in_flight: deque[_Pending] = deque()
@@ -197,7 +203,7 @@ class StreamLoop:
 
     def _send(self, outputs: Sequence[Output], offsets: dict[tuple[str, int], int]) -> None:
         """Produce a batch's outputs without waiting for them: the acknowledgements of up to
-        ``MAX_IN_FLIGHT`` batches overlap with the next batches' work. A batch's offsets are
+        ``max_in_flight`` batches overlap with the next batches' work. A batch's offsets are
         committed once all its outputs are acknowledged, batches in order."""
         pending = _Pending(offsets, len(outputs), getattr(outputs, "on_delivered", None))
         produce = self.producer.produce
@@ -213,7 +219,7 @@ class StreamLoop:
             pending.counts[out.topic] = pending.counts.get(out.topic, 0) + 1
         self._in_flight.append(pending)
         self.producer.poll(0)
-        self._settle(wait=len(self._in_flight) > MAX_IN_FLIGHT)
+        self._settle(wait=len(self._in_flight) > self.max_in_flight)
 
     def _settle(self, wait: bool = False, timeout: float = 30.0) -> None:
         """Commit the leading batches whose outputs are all acknowledged (all, if ``wait``)."""
@@ -309,7 +315,11 @@ class StreamLoop:
                 # Only after a clean stop does the service's state match the positions.
                 self.on_close()
         finally:
-            self.consumer.close()
+            try:
+                if self.on_exit is not None:
+                    self.on_exit()
+            finally:
+                self.consumer.close()
         log.info("%s stopped", self.service)
 
 

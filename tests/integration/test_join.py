@@ -82,7 +82,7 @@ def test_a_labeled_prediction_is_no_longer_stored_once_the_broker_has_it(setting
     keys = r.keys(f"{settings.topic_prefix}join:e:*")
     assert len(keys) == n
     stored = len(prediction("s0"))
-    deadline = time.monotonic() + 20  # the last batch's prunes go out with the idle sweep
+    deadline = time.monotonic() + 20  # the last batch's prunes go out when the loop is idle
     while max(r.strlen(k) for k in keys) > stored and time.monotonic() < deadline:
         time.sleep(0.2)
     # What is left of each event is its outcome and the mark of its prediction.
@@ -116,7 +116,7 @@ def test_expired_predictions_and_unmatched_outcomes_are_counted_and_freed(settin
     s = settings.model_copy(update={"join_window_seconds": 1, "join_grace_seconds": 1,
                                     "join_sweep_seconds": 0.2})
     loop = build(s)
-    run_loop(loop)
+    running = run_loop(loop)
     joiner = loop.handler
     expired0 = metrics.JOIN_EXPIRED._value.get()
     unmatched0 = metrics.JOIN_UNMATCHED._value.get()
@@ -135,7 +135,11 @@ def test_expired_predictions_and_unmatched_outcomes_are_counted_and_freed(settin
     produce(s, "outcomes", [(b"x", outcome("lonely-p1"))])
     time.sleep(3)
     assert read(s, "predictions.labeled", 0, timeout=1) == []
-    assert joiner is not None
+    # The windows are closed by a thread of the service, which ends with it.
+    sweeper = joiner.sweeper
+    assert sweeper is not None and sweeper.running
+    running.stop()
+    assert not sweeper.running
 
 
 def test_malformed_outcomes_are_dead_lettered(settings, run_loop):
