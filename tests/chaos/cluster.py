@@ -9,6 +9,7 @@ ride out the outage, not that state vanishes.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,6 +104,13 @@ class RestartableValkey:
         time.sleep(down_seconds)
         self.start()
         self.restarts += 1
+
+    def reset(self) -> None:
+        """Stop, drop every key and the append-only file, start empty (a fresh process, so
+        its RSS starts from nothing too)."""
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.start()
 
     def stop(self) -> None:
         if self.proc is not None:

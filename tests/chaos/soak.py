@@ -8,8 +8,9 @@ stalled consumer.
    labeled) are taken per window; the maximum is the median of the windows of the last third
    (the steady state). A burst overstates it: the embedded broker (memory storage, no
    retention) slows as its topics grow, which the windows show. So the saturated run is as long
-   as the soak, and the soak runs on fresh topics: at 80% of the rate it writes less than the
-   saturated run did, and its broker never holds more than the maximum was measured with.
+   as the soak, and the soak runs on a fresh broker and an empty Valkey: at 80% of the rate
+   it writes less than the saturated run did, so its broker never holds more than the maximum
+   was measured with, and Valkey holds only the soak's own join and monitor state.
 2. **Soak**: ``--fraction`` (0.8) of that rate for ``--minutes``: every two seconds the RSS and CPU
    time of each service (and Valkey) and the backlog (feature events sent but not yet predicted,
    outcomes sent but not yet labeled), every ten the consumer lag of each service's group (high
@@ -331,10 +332,14 @@ def _warm(settings: Settings) -> Sent:
 
 def run_soak(base: Settings, valkey: RestartableValkey, log_dir: Path, *, seconds: float,
              fraction: float, stall_seconds: float, max_seconds: float, saturation: int = 8000,
-             window: float = 10.0, log: Callable[[str], None] = print) -> SoakResult:
+             window: float = 10.0, log: Callable[[str], None] = print,
+             fresh_broker: Callable[[], str] | None = None) -> SoakResult:
     """The maximum on topics of its own, then the soak on fresh ones (prefixes ``max.`` and
     ``run.`` under ``base``'s): the embedded broker keeps every record in memory and slows as
-    its topics grow, so the soak must not start where the saturated run left them."""
+    its topics grow, so the soak must not start where the saturated run left them. Between the
+    two, ``fresh_broker`` (if given) replaces the broker with an empty one and returns its
+    bootstrap address, and Valkey is restarted empty: the soak then starts on the stack the
+    maximum was measured on, not beside the saturated run's records and join state."""
     settings = base.model_copy(update={"redis_url": valkey.url, "partitions": 4})
     first = settings.model_copy(update={"topic_prefix": settings.topic_prefix + "max."})
     capacity = _with_cluster(first, log_dir / "max", lambda _cluster, counter: measure_sustained(
@@ -342,7 +347,11 @@ def run_soak(base: Settings, valkey: RestartableValkey, log_dir: Path, *, second
         window=window, log=log))[0]
     rate = fraction * capacity.rate
     log(capacity.text())
-    log(f"soaking at {rate:,.0f} events/s for {seconds:.0f} s, on fresh topics")
+    if fresh_broker is not None:
+        settings = settings.model_copy(update={"kafka_bootstrap": fresh_broker()})
+    valkey.reset()
+    log(f"soaking at {rate:,.0f} events/s for {seconds:.0f} s, on fresh topics"
+        + (" on a fresh broker" if fresh_broker is not None else ""))
     result = SoakResult(capacity=capacity, rate=rate, seconds=seconds)
     soak = settings.model_copy(update={"topic_prefix": settings.topic_prefix + "run."})
     valkey.rss.clear()  # sampled during the soak only, beside the services
@@ -479,23 +488,31 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="modelstream-soak-"))
     print(f"soak run; logs in {tmp}", flush=True)
-    broker = start_broker(free_port(), tmp)
+    brokers = [start_broker(free_port(), tmp)]
     valkey = RestartableValkey(free_port(), tmp / "valkey", fsync="everysec")
+
+    def fresh_broker() -> str:
+        brokers[-1].stop()
+        log_dir = tmp / f"broker-{len(brokers)}"
+        log_dir.mkdir()
+        brokers.append(start_broker(free_port(), log_dir))
+        return brokers[-1].url
+
     try:
         valkey.start()
         store = ArtifactStore(tmp / "artifacts")
         ensure_demo_model(store)
-        settings = Settings(kafka_bootstrap=broker.url, redis_url=valkey.url,
+        settings = Settings(kafka_bootstrap=brokers[0].url, redis_url=valkey.url,
                             topic_prefix="soak.", data_dir=tmp, artifact_dir=store.root)
         seconds = args.minutes * 60
         result = run_soak(settings, valkey, tmp / "logs", seconds=seconds,
                           fraction=args.fraction, stall_seconds=args.stall,
                           max_seconds=args.max_seconds or seconds,
                           saturation=args.saturation,
-                          log=lambda line: print(line, flush=True))
+                          log=lambda line: print(line, flush=True), fresh_broker=fresh_broker)
     finally:
         valkey.stop()
-        broker.stop()
+        brokers[-1].stop()
     print()
     print(result.summary(warm=seconds / 5, soak_end=seconds))
     return 1 if result.problems else 0
