@@ -64,7 +64,8 @@ from .detection_detectors import (
     run_detector,
 )
 
-__all__ = ["Plan", "main", "markdown", "monitor_defaults", "plot", "run"]
+__all__ = ["Plan", "jsonable", "main", "markdown", "monitor_defaults", "plot", "run",
+           "use_monitor_defaults"]
 
 RATE = 5_000.0  # events/s assumed when delays are given in seconds
 SEEDS, QUICK_SEEDS = 10, 3
@@ -136,9 +137,14 @@ _MODELS: dict[str, streams.Deployed] = {}
 _SETTINGS: dict[str, float] = {}
 
 
+def use_monitor_defaults() -> None:
+    """The detectors of this module then run with the monitor's default settings."""
+    _SETTINGS.update(monitor_defaults())
+
+
 def _init_worker() -> None:
     """Fit the models once per process (deterministic) and calibrate their drift thresholds."""
-    _SETTINGS.update(monitor_defaults())
+    use_monitor_defaults()
     _MODELS["tabular"] = streams.tabular_model()
     _MODELS["label-shift"] = streams.label_shift_model()
     _MODELS["sea"] = streams.sea_model()
@@ -1066,15 +1072,15 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
     if isinstance(x, float) and (math.isinf(x) or math.isnan(x)):
         return None
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, np.integer | np.floating):
-        return _jsonable(x.item())
+        return jsonable(x.item())
     return x
 
 
@@ -1104,7 +1110,7 @@ def main(argv: list[str] | None = None) -> int:
     for b in results["bars"]:
         print(f"{'PASS' if b['passed'] else 'FAIL'}  {b['name']}", file=out)
     if args.json:
-        print(json.dumps(_jsonable(results), indent=2))
+        print(json.dumps(jsonable(results), indent=2))
     return 0
 
 
