@@ -22,7 +22,7 @@ import redis
 from services.runtime.settings import Settings
 from services.stack.processes import spawn, terminate
 
-__all__ = ["Cluster", "Replica", "RestartableValkey", "cpu_seconds", "rss_mb"]
+__all__ = ["Cluster", "Replica", "RestartableValkey", "Watched", "cpu_seconds", "rss_mb"]
 
 HOST = "127.0.0.1"
 
@@ -56,6 +56,22 @@ def _sample_usage(proc: subprocess.Popen[bytes] | None, samples: list[tuple[floa
             samples.append((t, mb))
         if used is not None:
             cpu.append((t, used))
+
+
+class Watched:
+    """RSS and CPU samples of a process no cluster runs: the broker, the load's own driver."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.rss: list[tuple[float, float]] = []
+        self.cpu: list[tuple[float, float]] = []
+
+    def sample(self, t: float) -> None:
+        mb, used = rss_mb(self.pid), cpu_seconds(self.pid)
+        if mb is not None:
+            self.rss.append((t, mb))
+        if used is not None:
+            self.cpu.append((t, used))
 
 
 class RestartableValkey:
@@ -188,7 +204,7 @@ class Cluster:
     def of(self, service: str) -> list[Replica]:
         return [r for r in self.replicas if r.service == service]
 
-    def sample_usage(self, *others: RestartableValkey) -> None:
+    def sample_usage(self, *others: RestartableValkey | Watched) -> None:
         """Every replica's RSS and CPU time, and ``others``' (processes it does not run)."""
         t = time.monotonic() - self.t0
         for r in self.replicas:

@@ -19,7 +19,7 @@ stalled consumer.
    load, and the pipeline completes what is offered, minute by minute), RSS slopes per service (by
    least squares over the run after a warm-up fifth) are reported.
    Valkey's RSS is sampled too. join keeps each event's state for its join window (~175 B an
-   event once labeled), here 5 minutes (``SOAK_ENV``), so it levels off; Valkey rewrites its
+   event once labeled), here 90 s (``SOAK_ENV``), so it levels off; Valkey rewrites its
    append-only file, forking the whole dataset, each time the file doubles, and on two cores
    those rewrites show as stalls in join and ingest. Valkey runs as deployed
    (append-only, fsync every second): with an fsync per write, join spends most of its time
@@ -55,10 +55,10 @@ from services.models import ArtifactStore
 from services.models.agrawal import ensure_demo_model
 from services.runtime import kafka
 from services.runtime.settings import Settings
-from services.stack.embedded import start_broker
+from services.stack.embedded import EmbeddedServer, start_broker
 from services.stack.processes import free_port
 
-from .cluster import Cluster, RestartableValkey
+from .cluster import Cluster, RestartableValkey, Watched
 from .load import Load, Sent
 from .reconcile import GroupLag, Report, reconcile, reconcile_counts
 from .run import wait_drained
@@ -70,12 +70,18 @@ FULL_RECONCILE_MAX = 300_000
 REPLICAS = {"ingest": 1, "predict": 1, "join": 1, "monitor": 1}
 LAG_BOUND_SECONDS = 10.0  # bounded: the backlog stays under this many seconds of the load
 # join's window sized to the load's label delay (1 s), as a deployment sizes it: its state in
-# Valkey then reaches a steady size within the run. With the default week it grows for the whole
+# Valkey then reaches a steady size two minutes in (window + grace), when the RSS slopes start,
+# and join closes windows for the rest of the run. With the default week it grows for the whole
 # run (~175 B an event): Valkey rewrites its append-only file every minute or two (the write
 # volume doubles it), each time forking a dataset bigger than the last, and the maximum measured
 # at the saturated run's size no longer holds at the soak's.
 SOAK_ENV = {"MODELSTREAM_MONITOR_EVAL_SECONDS": "1", "MODELSTREAM_MONITOR_CHECKPOINT_SECONDS": "5",
-            "MODELSTREAM_JOIN_WINDOW_SECONDS": "300", "MODELSTREAM_JOIN_GRACE_SECONDS": "60"}
+            "MODELSTREAM_JOIN_WINDOW_SECONDS": "90", "MODELSTREAM_JOIN_GRACE_SECONDS": "30"}
+
+
+# Sampled beside the services, and growing by design.
+_NOT_SERVICES = {"driver": " (the load: keeps every event it sent, to reconcile)",
+                 "broker": " (the embedded broker keeps every record in memory)"}
 
 
 def slope(points: list[tuple[float, float]]) -> float:
@@ -305,7 +311,7 @@ class SoakResult:
             pts = [mb for t, mb in self.rss[name] if warm <= t <= soak_end]
             if pts:
                 lines.append(f"RSS {name:<10} {min(pts):6.0f} – {max(pts):6.0f} MB, slope "
-                             f"{s:+.2f} MB/min")
+                             f"{s:+.2f} MB/min{_NOT_SERVICES.get(name, '')}")
         for k, v in self.stall.items():
             lines.append(f"backpressure: {k}: {v:,.1f}")
         if self.drained_after is not None:
@@ -333,13 +339,14 @@ def _warm(settings: Settings) -> Sent:
 def run_soak(base: Settings, valkey: RestartableValkey, log_dir: Path, *, seconds: float,
              fraction: float, stall_seconds: float, max_seconds: float, saturation: int = 8000,
              window: float = 10.0, log: Callable[[str], None] = print,
-             fresh_broker: Callable[[], str] | None = None) -> SoakResult:
+             fresh_broker: Callable[[], EmbeddedServer] | None = None) -> SoakResult:
     """The maximum on topics of its own, then the soak on fresh ones (prefixes ``max.`` and
     ``run.`` under ``base``'s): the embedded broker keeps every record in memory and slows as
     its topics grow, so the soak must not start where the saturated run left them. Between the
-    two, ``fresh_broker`` (if given) replaces the broker with an empty one and returns its
-    bootstrap address, and Valkey is restarted empty: the soak then starts on the stack the
-    maximum was measured on, not beside the saturated run's records and join state."""
+    two, ``fresh_broker`` (if given) replaces the broker with an empty one and returns it (its
+    CPU and RSS are then sampled too), and Valkey is restarted empty: the soak then starts on
+    the stack the maximum was measured on, not beside the saturated run's records and join
+    state."""
     settings = base.model_copy(update={"redis_url": valkey.url, "partitions": 4})
     first = settings.model_copy(update={"topic_prefix": settings.topic_prefix + "max."})
     capacity = _with_cluster(first, log_dir / "max", lambda _cluster, counter: measure_sustained(
@@ -347,8 +354,13 @@ def run_soak(base: Settings, valkey: RestartableValkey, log_dir: Path, *, second
         window=window, log=log))[0]
     rate = fraction * capacity.rate
     log(capacity.text())
+    # Sampled beside the services: this process (the load and the counting), the broker.
+    watched: dict[str, RestartableValkey | Watched] = {"driver": Watched(os.getpid())}
     if fresh_broker is not None:
-        settings = settings.model_copy(update={"kafka_bootstrap": fresh_broker()})
+        broker = fresh_broker()
+        settings = settings.model_copy(update={"kafka_bootstrap": broker.url})
+        if broker.proc is not None:
+            watched["broker"] = Watched(broker.proc.pid)
     valkey.reset()
     log(f"soaking at {rate:,.0f} events/s for {seconds:.0f} s, on fresh topics"
         + (" on a fresh broker" if fresh_broker is not None else ""))
@@ -356,13 +368,14 @@ def run_soak(base: Settings, valkey: RestartableValkey, log_dir: Path, *, second
     soak = settings.model_copy(update={"topic_prefix": settings.topic_prefix + "run."})
     valkey.rss.clear()  # sampled during the soak only, beside the services
     valkey.cpu.clear()
+    watched["valkey"] = valkey
     result.drained_after, cluster, result.exit_codes = _with_cluster(
         soak, log_dir / "run", lambda cluster, counter: _soak(
-            soak, cluster, counter, result, _warm(soak), stall_seconds, log, valkey))
+            soak, cluster, counter, result, _warm(soak), stall_seconds, log, watched))
     result.rss = {r.name: r.rss for r in cluster.replicas}
-    result.rss["valkey"] = list(valkey.rss)
     result.cpu = {r.name: r.cpu for r in cluster.replicas}
-    result.cpu["valkey"] = list(valkey.cpu)
+    for name, other in watched.items():
+        result.rss[name], result.cpu[name] = list(other.rss), list(other.cpu)
     _backpressure(cluster, result)
     assert result.sent is not None
     # Every record in memory costs ~1 KB a topic: a long soak is reconciled by its counts.
@@ -390,7 +403,7 @@ def _with_cluster(settings: Settings, log_dir: Path,
 
 def _soak(settings: Settings, cluster: Cluster, counter: Counting, result: SoakResult,
           prior: Sent, stall_seconds: float, log: Callable[[str], None],
-          valkey: RestartableValkey) -> float | None:
+          watched: dict[str, RestartableValkey | Watched]) -> float | None:
     """The load at ``result.rate`` for ``result.seconds``, then predict stopped for
     ``stall_seconds`` while it goes on, then as long again to catch up; sampled every 2 s.
     ``prior``: on the topics already, predicted and labeled."""
@@ -407,7 +420,7 @@ def _soak(settings: Settings, cluster: Cluster, counter: Counting, result: SoakR
     load.start()
     while not load.done():
         now = time.monotonic() - t0
-        cluster.sample_usage(valkey)
+        cluster.sample_usage(*watched.values())
         sent = load.sent
         predicted = counter.counts["predictions"] - len(prior.valid)
         labeled = counter.counts["predictions.labeled"] - len(prior.outcomes)
@@ -491,12 +504,12 @@ def main(argv: list[str] | None = None) -> int:
     brokers = [start_broker(free_port(), tmp)]
     valkey = RestartableValkey(free_port(), tmp / "valkey", fsync="everysec")
 
-    def fresh_broker() -> str:
+    def fresh_broker() -> EmbeddedServer:
         brokers[-1].stop()
         log_dir = tmp / f"broker-{len(brokers)}"
         log_dir.mkdir()
         brokers.append(start_broker(free_port(), log_dir))
-        return brokers[-1].url
+        return brokers[-1]
 
     try:
         valkey.start()
