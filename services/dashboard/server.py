@@ -8,14 +8,12 @@ a Content-Security-Policy tells the browser to refuse any other origin.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..runtime.metrics import Route, ServiceEndpoint
 from .board import Board
 
 __all__ = ["CSP", "DashboardServer", "STATIC"]
@@ -37,52 +35,24 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
     return {path: ((root / name).read_bytes(), ctype) for path, (name, ctype) in STATIC.items()}
 
 
-class DashboardServer:
+def _constant(body: bytes, ctype: str) -> Route:
+    return lambda: (200, body, ctype)
+
+
+# On every response: the page may load nothing from elsewhere, and nothing is cached.
+HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class DashboardServer(ServiceEndpoint):
+    """A service endpoint with the page, its static files and ``/api/state``."""
+
     def __init__(self, host: str, port: int, board: Board, ready: Callable[[], bool]) -> None:
-        files = _load_static()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server API)
-                path = self.path.split("?", 1)[0]
-                if path in files:
-                    body, ctype = files[path]
-                    self._send(200, body, ctype)
-                elif path == "/api/state":
-                    self._send(200, orjson.dumps(board.state()), "application/json")
-                elif path == "/metrics":
-                    self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
-                elif path == "/healthz":
-                    self._send(200, b'{"status":"ok"}', "application/json")
-                elif path == "/readyz":
-                    ok = ready()
-                    self._send(200 if ok else 503, orjson.dumps({"ready": ok}),
-                               "application/json")
-                else:
-                    self._send(404, b"not found\n", "text/plain")
-
-            def _send(self, code: int, body: bytes, ctype: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.send_header("Content-Security-Policy", CSP)
-                self.send_header("X-Content-Type-Options", "nosniff")
-                self.send_header("Referrer-Policy", "no-referrer")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass  # a poll a second would drown the log
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self) -> DashboardServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        routes: dict[str, Route] = {path: _constant(body, ctype)
+                                    for path, (body, ctype) in _load_static().items()}
+        routes["/api/state"] = lambda: (200, orjson.dumps(board.state()), "application/json")
+        super().__init__(host, port, lambda: {"ready": ready()}, routes, HEADERS)

@@ -7,7 +7,7 @@ connected and assigned) on its own port.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -221,40 +221,46 @@ MODEL_LAST_TRANSITION = Gauge(
 )
 
 
-class ServiceEndpoint:
-    """A small threaded HTTP server: /metrics, /healthz and /readyz."""
+Route = Callable[[], tuple[int, bytes, str]]  # () -> (status, body, content type)
 
-    def __init__(self, host: str, port: int, ready: Callable[[], dict[str, object]]) -> None:
-        self._ready = ready
-        endpoint = self
+
+class ServiceEndpoint:
+    """A small threaded HTTP server: /metrics, /healthz and /readyz, plus any ``routes`` a
+    service adds (the dashboard its page and API); ``headers`` go on every response."""
+
+    def __init__(self, host: str, port: int, ready: Callable[[], dict[str, object]],
+                 routes: Mapping[str, Route] | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        def readyz() -> tuple[int, bytes, str]:
+            state = ready()
+            return (200 if state.get("ready") else 503), orjson.dumps(state), "application/json"
+
+        table: dict[str, Route] = {
+            "/metrics": lambda: (200, generate_latest(), CONTENT_TYPE_LATEST),
+            "/healthz": lambda: (200, b'{"status":"ok"}', "application/json"),
+            "/readyz": readyz,
+            **(routes or {}),
+        }
+        extra = list((headers or {}).items())
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server API)
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
-                elif path == "/healthz":
-                    self._send(200, b'{"status":"ok"}', "application/json")
-                elif path == "/readyz":
-                    state = endpoint._ready()
-                    code = 200 if state.get("ready") else 503
-                    self._send(code, orjson.dumps(state), "application/json")
-                else:
-                    self._send(404, b"not found\n", "text/plain")
-
-            def _send(self, code: int, body: bytes, ctype: str) -> None:
+                route = table.get(self.path.split("?", 1)[0])
+                code, body, ctype = route() if route else (404, b"not found\n", "text/plain")
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in extra:
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass  # scrapes every few seconds would drown the service log
+                pass  # scrapes and polls every few seconds would drown the service log
 
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
+        self.port = int(self.server.server_address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def start(self) -> ServiceEndpoint:
