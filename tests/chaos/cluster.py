@@ -47,15 +47,21 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _sample_pid(pid: int, samples: list[tuple[float, float]], t: float,
+                cpu: list[tuple[float, float]]) -> None:
+    """RSS into ``samples``, CPU seconds so far into ``cpu``."""
+    mb, used = rss_mb(pid), cpu_seconds(pid)
+    if mb is not None:
+        samples.append((t, mb))
+    if used is not None:
+        cpu.append((t, used))
+
+
 def _sample_usage(proc: subprocess.Popen[bytes] | None, samples: list[tuple[float, float]],
                   t: float, cpu: list[tuple[float, float]]) -> None:
-    """RSS into ``samples``, CPU seconds so far into ``cpu``."""
+    """:func:`_sample_pid` of ``proc`` while it runs."""
     if proc is not None and proc.poll() is None:
-        mb, used = rss_mb(proc.pid), cpu_seconds(proc.pid)
-        if mb is not None:
-            samples.append((t, mb))
-        if used is not None:
-            cpu.append((t, used))
+        _sample_pid(proc.pid, samples, t, cpu)
 
 
 class Watched:
@@ -67,11 +73,7 @@ class Watched:
         self.cpu: list[tuple[float, float]] = []
 
     def sample(self, t: float) -> None:
-        mb, used = rss_mb(self.pid), cpu_seconds(self.pid)
-        if mb is not None:
-            self.rss.append((t, mb))
-        if used is not None:
-            self.cpu.append((t, used))
+        _sample_pid(self.pid, self.rss, t, self.cpu)
 
 
 class RestartableValkey:
