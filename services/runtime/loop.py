@@ -222,8 +222,12 @@ class StreamLoop:
         self._settle(wait=len(self._in_flight) > self.max_in_flight)
 
     def _settle(self, wait: bool = False, timeout: float = 30.0) -> None:
-        """Commit the leading batches whose outputs are all acknowledged (all, if ``wait``)."""
-        deadline = time.monotonic() + timeout
+        """Commit the leading batches whose outputs are all acknowledged (all, if ``wait``).
+
+        ``timeout`` counts the time spent waiting for acknowledgements, not the wall clock: a
+        process frozen meanwhile (SIGSTOP, a suspended VM, a long GC pause) has not waited, and
+        on waking it gives the broker its full ``timeout`` before calling the records lost."""
+        waited = 0.0
         while self._in_flight:
             head = self._in_flight[0]
             if head.failures:
@@ -233,10 +237,13 @@ class StreamLoop:
             if head.remaining > 0:
                 if not wait:
                     return
-                if time.monotonic() > deadline:
+                if waited > timeout:
                     raise DeliveryFailed(f"{self.service}: {head.remaining} records "
                                          f"unacknowledged after {timeout:.0f}s")
+                polled = time.monotonic()
                 self.producer.poll(0.05)
+                # A poll takes 0.05 s at most; longer, the process was not running.
+                waited += min(time.monotonic() - polled, 0.1)
                 continue
             self._in_flight.popleft()
             for topic, n in head.counts.items():
