@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Message
 
-from ..runtime import metrics, topics
+from ..runtime import kafka, metrics, topics
 from ..runtime.deadletter import DeadLetters
 from ..runtime.errors import DecodeError, ValidationError
 from ..runtime.loop import Output, Outputs, StreamLoop
@@ -351,4 +351,6 @@ def build(settings: Settings) -> StreamLoop:
         on_idle=joiner.idle,
         on_exit=joiner.close,
         max_in_flight=IN_FLIGHT,
+        consumer_overrides=kafka.THROUGHPUT_CONSUMER,
+        producer_overrides=kafka.THROUGHPUT_PRODUCER,
     )

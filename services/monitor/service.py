@@ -26,7 +26,7 @@ import orjson
 from confluent_kafka import Message
 
 from ..models import ArtifactStore
-from ..runtime import metrics, topics
+from ..runtime import kafka, metrics, topics
 from ..runtime.errors import DecodeError, ModelLoadError
 from ..runtime.loop import Output, StreamLoop
 from ..runtime.records import check_labeled, check_prediction
@@ -374,6 +374,8 @@ def build(settings: Settings) -> StreamLoop:
         on_close=monitor.save,
         commit_each_batch=False,
         start_offsets=monitor.start_offset,
+        consumer_overrides=kafka.THROUGHPUT_CONSUMER,
+        producer_overrides=kafka.THROUGHPUT_PRODUCER,
     )
     monitor.loop = loop
     return loop

@@ -93,6 +93,7 @@ class StreamLoop:
         handler: Handler,
         on_idle: Callable[[], Sequence[Output] | None] | None = None,
         consumer_overrides: dict[str, Any] | None = None,
+        producer_overrides: dict[str, Any] | None = None,
         commit_each_batch: bool = True,
         on_close: Callable[[], None] | None = None,
         start_offsets: Callable[[str, int], int | None] | None = None,
@@ -104,7 +105,9 @@ class StreamLoop:
         off, commits :meth:`positions` when it checkpoints, and passes ``start_offsets`` to
         resume each assigned partition where its checkpoint says. ``on_exit`` runs when the
         loop ends, cleanly or not (a service stops its threads there). Up to ``max_in_flight``
-        batches may wait for their acknowledgements while the next ones are processed."""
+        batches may wait for their acknowledgements while the next ones are processed.
+        ``consumer_overrides`` and ``producer_overrides`` change the clients' defaults (the
+        user's ``kafka_options`` still win)."""
         self.settings = settings
         self.service = service
         self.topics = topics
@@ -122,7 +125,7 @@ class StreamLoop:
         self.consumer = kafka.consumer(
             settings, group_id, stats_cb=self._on_stats, **(consumer_overrides or {})
         )
-        self.producer = kafka.producer(settings)
+        self.producer = kafka.producer(settings, **(producer_overrides or {}))
         self._in = {t: metrics.EVENTS_IN.labels(service, t) for t in topics}
         self._out: dict[str, Any] = {}
         self._batch_seconds = metrics.BATCH_SECONDS.labels(service)
