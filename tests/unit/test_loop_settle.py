@@ -22,8 +22,8 @@ class Clock:
 
 
 class FakeProducer:
-    """Acknowledges nothing until ``ack_after`` polls; the first poll may freeze the clock's
-    process for ``freeze`` seconds (as SIGSTOP does)."""
+    """Acknowledges nothing until ``ack_after`` polls; the second poll (the first the loop
+    makes while it waits) may freeze the process for ``freeze`` seconds (as SIGSTOP does)."""
 
     def __init__(self, clock: Clock, *, freeze: float = 0.0, ack_after: int | None = None) -> None:
         self.clock = clock
