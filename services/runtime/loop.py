@@ -99,6 +99,7 @@ class StreamLoop:
         start_offsets: Callable[[str, int], int | None] | None = None,
         on_exit: Callable[[], None] | None = None,
         max_in_flight: int = MAX_IN_FLIGHT,
+        batch_size: int | None = None,
     ) -> None:
         """``on_idle`` runs between batches and may return records to publish (flushed before
         the next batch). A service that checkpoints its own state turns ``commit_each_batch``
@@ -106,6 +107,7 @@ class StreamLoop:
         resume each assigned partition where its checkpoint says. ``on_exit`` runs when the
         loop ends, cleanly or not (a service stops its threads there). Up to ``max_in_flight``
         batches may wait for their acknowledgements while the next ones are processed.
+        ``batch_size``: the largest batch, if not the settings' ``batch_size``.
         ``consumer_overrides`` and ``producer_overrides`` change the clients' defaults (the
         user's ``kafka_options`` still win)."""
         self.settings = settings
@@ -118,6 +120,7 @@ class StreamLoop:
         self.start_offsets = start_offsets
         self.on_exit = on_exit
         self.max_in_flight = max_in_flight
+        self.batch_size = batch_size or settings.batch_size
         self.assigned: list[tuple[str, int]] = []
         self._running = False
         self._in_flight: deque[_Pending] = deque()
@@ -174,7 +177,7 @@ class StreamLoop:
     # -- the loop body ---------------------------------------------------------------------
 
     def _next_batch(self) -> list[Message]:
-        size = self.settings.batch_size
+        size = self.batch_size
         batch = self.consumer.consume(size, timeout=0)
         if not batch:
             first = self.consumer.poll(0.2)

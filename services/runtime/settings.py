@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     join_windows: dict[str, int] = Field(default_factory=dict)  # per model, overrides the above
     join_grace_seconds: int = 300  # state outlives the window this long so the sweep can count it
     join_sweep_seconds: float = 1.0
+    # join's largest batch. It waits on Redis and the broker more than it computes: under a
+    # backlog, bigger batches mean fewer waits per record (it catches up faster).
+    join_batch_size: int = Field(default=4000, ge=1)
 
     # Monitoring.
     monitor_window: int = 2000  # events per sliding window (drift, quality, estimate)

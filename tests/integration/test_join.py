@@ -19,6 +19,7 @@ from services.join.state import (
     IGNORED,
     LABELED,
     OUTCOME_REPLAY,
+    PIPELINE,
     REPLAYED,
     WAITING,
     JoinBatch,
@@ -315,6 +316,45 @@ def test_the_sweep_counts_what_each_closed_window_left(settings):
     assert (result.events, result.expired_predictions, result.unmatched_outcomes,
             result.pending) == (4, 2, 1, 0)
     assert not r.keys(f"{settings.topic_prefix}join:*")
+
+
+def test_script_calls_are_pipelined_so_redis_applies_them_back_to_back(settings):
+    state = join_state(settings)
+    made: list[int] = []
+    first_reply_after: list[int] = []
+
+    def chunks():
+        for i in range(8):
+            made.append(i)
+            yield chunk(state, [("o", f"pipe{i}", T0, "1", i)])
+
+    def label(_batch: JoinBatch, replies: list) -> None:
+        if not first_reply_after:
+            first_reply_after.append(len(made))
+        assert replies == [(FIRST, [])]
+
+    assert len(state.apply(chunks(), label)) == 8
+    assert first_reply_after == [PIPELINE]  # that many calls sent before a reply was read
+
+
+def test_a_backlog_is_joined_in_batches_of_join_batch_size(settings, run_loop):
+    s = settings.model_copy(update={"batch_size": 500, "join_batch_size": 3000})
+    n = 1500
+    produce(s, "predictions", [(b"c", prediction(f"bk{i}")) for i in range(n)])
+    produce(s, "outcomes", [(b"c", outcome(f"bk{i}")) for i in range(n)])
+    loop = build(s)
+    sizes: list[int] = []
+    handler = loop.handler
+
+    def spy(batch: list) -> list:
+        sizes.append(len(batch))
+        return handler(batch)
+
+    loop.handler = spy
+    run_loop(loop)
+    assert len(read(s, "predictions.labeled", n)) == n
+    assert max(sizes) > s.batch_size  # the backlog came in batches larger than other services'
+    assert max(sizes) <= s.join_batch_size
 
 
 @pytest.mark.parametrize("n", [0, 1, 31, 32, 255, 256, 65535, 65536])
