@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 
 SERVICE = "join"
 # Records per script call: a script blocks every other client of Redis (ingest's merges)
-# while it runs, ~4 ms for 250 records.
+# while it runs, 1–2 ms of Valkey's CPU for 250 records (measured alone; longer on a busy
+# machine).
 CHUNK = 250
 # Batches whose labeled records await the broker's acks: join spends little CPU per record and
 # waits on Redis and the broker, so it keeps more batches on their way than the default.
