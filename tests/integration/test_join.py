@@ -82,12 +82,14 @@ def test_a_labeled_prediction_is_no_longer_stored_once_the_broker_has_it(setting
     r = redis_client(settings)
     keys = r.keys(f"{settings.topic_prefix}join:e:*")
     assert len(keys) == n
-    stored = len(prediction("s0"))
+    kept = f"{settings.topic_prefix}join:kept"
     deadline = time.monotonic() + 20  # the last batch's prunes go out when the loop is idle
-    while max(r.strlen(k) for k in keys) > stored and time.monotonic() < deadline:
+    while r.hlen(kept) and time.monotonic() < deadline:
         time.sleep(0.2)
-    # What is left of each event is its outcome and the mark of its prediction.
-    assert max(r.strlen(k) for k in keys) < 150 < stored
+    # What is left of each event is its outcome and the mark of its prediction; the labeled
+    # predictions kept for a replay went once the broker had their labeled records.
+    assert r.hlen(kept) == 0
+    assert max(r.strlen(k) for k in keys) < 150 < len(prediction("s0"))
 
 
 def test_duplicates_never_label_twice_and_corrections_follow_the_rule(settings, run_loop):
@@ -256,17 +258,20 @@ def test_a_prune_keeps_the_marks_and_drops_what_the_broker_already_has(settings)
     r = redis_client(settings)
     key = f"{settings.topic_prefix}join:e:a"
     body = b'{"p":"%s"}' % (b"x" * 500)
+    kept, field = f"{settings.topic_prefix}join:kept", "a|o0:1"
     apply(state, [chunk(state, [("p", "a", "a1", body, 1), ("p", "a", "a2", body, 2),
                                 ("o", "a", T0 + 10, "1", 1)])])
-    before = r.strlen(key)
+    # The event keeps its outcome and marks; what the outcome labeled waits beside it.
+    assert r.strlen(key) < 150
+    assert len(r.hget(kept, field) or b"") > 2 * len(body)
     pruning = chunk(state, [])
     pruning.prunes = [("a", b"o0:7"), ("gone", b"o0:1")]  # another source; no state: nothing
     apply(state, [pruning])
-    assert r.strlen(key) == before
+    assert r.hexists(kept, field)
     pruning = chunk(state, [("p", "b", "b1", body, 3)])
     pruning.prunes = [("a", b"o0:1")]
     apply(state, [pruning])
-    assert r.strlen(key) < before - 2 * len(body)
+    assert not r.hexists(kept, field) and r.strlen(key) < 150
     assert 0 < r.pttl(key) <= WEEK_MS + 301_000
     # Marks stay: a replay of the outcome republishes nothing (the broker has it), a repeat of
     # a prediction labels nothing, and a new version of the event is labeled at once.
@@ -277,6 +282,22 @@ def test_a_prune_keeps_the_marks_and_drops_what_the_broker_already_has(settings)
     assert again[2][0] == LABELED
     result = state.sweep(T0 + WEEK_MS + 1000)
     assert (result.events, result.expired_predictions, result.unmatched_outcomes) == (2, 1, 0)
+
+
+def test_what_a_lost_prune_leaves_goes_when_the_window_closes(settings):
+    """join stopped before it sent a prune (the broker had the labeled records): the labeled
+    predictions kept for a replay stay until the sweep closes their event's window."""
+    state = join_state(settings)
+    r = redis_client(settings)
+    kept = f"{settings.topic_prefix}join:kept"
+    apply(state, [chunk(state, [("p", "a", "a1", b'{"p":"a1"}', 1), ("o", "a", T0, "1", 2),
+                                ("o", "b", T0, "1", 3), ("p", "b", "b1", b'{"p":"b1"}', 4)])])
+    assert r.hkeys(kept) == [b"a|o0:2"]  # b's prediction came after its outcome: none kept
+    assert r.pttl(kept) > 0
+    assert state.sweep(T0 + WEEK_MS - 1000).events == 0
+    assert r.hlen(kept) == 1
+    assert state.sweep(T0 + WEEK_MS + 1000).events == 2
+    assert r.hlen(kept) == 0
 
 
 def test_a_redis_failure_midway_applies_every_chunk_again_with_the_same_labels(settings):
