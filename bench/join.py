@@ -97,7 +97,6 @@ def measure_join(
         cpu = redis_cpu()
         timing = measure_loop(loop, 2 * n, timeout, profiler, pause_at=n, pause=between)
         cpu = redis_cpu() - cpu
-        joiner.prune()  # the last batches' prunes: a running loop's next batch would carry them
         memory.append(int(redis.info("memory")["used_memory"]))
         labeled = acknowledged(loop.service, s, [topics.PREDICTIONS_LABELED]).get(
             topics.PREDICTIONS_LABELED, 0)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import redis
 from confluent_kafka import Message
 
 from ..runtime import kafka, metrics, topics
@@ -272,13 +273,13 @@ class OutcomeJoiner:
             seconds = np.maximum(np.array(delays, dtype=np.float64), 0.0) / 1000
             metrics.observe_many(histogram, seconds)
 
-    def prune(self) -> None:
+    def prune(self, retry: bool = True) -> None:
         """Prune now what the next batch would: the stored predictions of the outcomes whose
         labeled records the broker has acknowledged."""
         if self._prunes:
             batch = self.state.batch(int(time.time() * 1000))
             self._take_prunes(batch)
-            self.state.apply([batch], lambda _batch, _replies: None)
+            self.state.apply([batch], lambda _batch, _replies: None, retry=retry)
 
     def _take_prunes(self, batch: JoinBatch) -> None:
         """The prunes due go with ``batch``'s script call."""
@@ -295,6 +296,13 @@ class OutcomeJoiner:
             self.prune()
 
     def close(self) -> None:
+        """After the loop's last acknowledgements: send their prunes (once; Redis down, what
+        they would free stays until its window closes), and stop the sweeper."""
+        try:
+            self.prune(retry=False)
+        except redis.RedisError as exc:
+            log.warning("the last prunes were not sent (%s): the sweep frees them when their "
+                        "windows close", exc)
         if self.sweeper is not None:
             self.sweeper.stop()
 

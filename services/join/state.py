@@ -396,7 +396,8 @@ class JoinState:
     def batch(self, now_ms: int) -> JoinBatch:
         return JoinBatch(self, now_ms)
 
-    def apply(self, batches: Iterable[JoinBatch], label: Label) -> list[JoinBatch]:
+    def apply(self, batches: Iterable[JoinBatch], label: Label, *,
+              retry: bool = True) -> list[JoinBatch]:
         """Apply the batches in order, each atomically, and call ``label`` with the replies of
         each; returns the batches.
 
@@ -409,7 +410,7 @@ class JoinState:
         When Redis fails midway, every batch is applied again, from the first: a record
         applied twice is a replay, whose reply labels what the first application labeled.
         ``label`` is then called again for each batch and must replace what it made of the
-        earlier replies.
+        earlier replies. Without ``retry``, the first failure to reach Redis is raised.
         """
         done: list[JoinBatch] = []
         source = iter(batches)
@@ -421,6 +422,8 @@ class JoinState:
             except redis.exceptions.NoScriptError:
                 retrying(lambda: self.client.script_load(BATCH_SCRIPT))
             except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if not retry:
+                    raise
                 log.warning("redis unavailable (%s); retrying in %.1fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -92,6 +92,23 @@ def test_a_labeled_prediction_is_no_longer_stored_once_the_broker_has_it(setting
     assert max(r.strlen(k) for k in keys) < 150 < len(prediction("s0"))
 
 
+def test_join_sends_the_prunes_of_its_last_batches_when_it_stops(settings, run_loop):
+    n = 50
+    produce(settings, "predictions", [(b"c", prediction(f"q{i}")) for i in range(n)])
+    # No pruning while idle: only the next batch would carry the last batch's prunes.
+    loop = run_loop(build(settings.model_copy(update={"join_sweep_seconds": 3600})))
+    r = redis_client(settings)
+    deadline = time.monotonic() + 30
+    while len(r.keys(f"{settings.topic_prefix}join:e:*")) < n and time.monotonic() < deadline:
+        time.sleep(0.1)
+    produce(settings, "outcomes", [(b"q%d" % i, outcome(f"q{i}")) for i in range(n)])
+    assert len(read(settings, "predictions.labeled", n)) == n
+    kept = f"{settings.topic_prefix}join:kept"
+    assert r.hlen(kept) > 0
+    loop.stop()
+    assert r.hlen(kept) == 0
+
+
 def test_duplicates_never_label_twice_and_corrections_follow_the_rule(settings, run_loop):
     produce(settings, "predictions", [(b"c", prediction("d")), (b"c", prediction("d"))])
     produce(settings, "outcomes", [
