@@ -333,6 +333,10 @@ class StreamLoop:
                     self.on_exit()
             finally:
                 self.consumer.close()
+                # Flushed above: closing frees its connections now, not when the collector
+                # gets to the loop (its callbacks make cycles), which after a stopped broker
+                # would keep reconnecting in a process that goes on (tests, the bench).
+                self.producer.close()
         log.info("%s stopped", self.service)
 
 
