@@ -183,16 +183,16 @@ class OutcomeJoiner:
             self._take_prunes(chunk)
         held = chunk.held
         predictions_topic = self.predictions_topic
-        decode_prediction = self.prediction_decoder.decode
+        decode_prediction = self.prediction_decoder.decode_exact
         decode_outcome = self.outcome_decoder.decode
         windows, window = self.windows_ms, self.window_ms
         for msg in batch:
             try:
                 if msg.topic() == predictions_topic:
                     payload = msg.value()
-                    pred = decode_prediction(payload)
+                    pred, as_is = decode_prediction(payload)
                     check_prediction(pred)  # stored in Redis only if its outcome can label it
-                    stored = store_prediction(pred, payload)
+                    stored = as_is if as_is is not None else store_prediction(pred, payload)
                     chunk.prediction(
                         pred["event_id"], pred["prediction_id"], stored,
                         windows.get(pred["model"], window),

@@ -96,6 +96,7 @@ _MAGIC = 0
 _HEADER_SIZE = 5
 _WHITESPACE = frozenset(b" \t\r\n")
 _JSON_OPEN = frozenset(b"{[")
+_OBJECT_OPEN, _OBJECT_CLOSE = ord("{"), ord("}")
 _NON_FINITE = (b"NaN", b"Infinity")
 _BOM = b"\xef\xbb\xbf"
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -214,6 +215,21 @@ class EventDecoder:
                 detail = f"text that is not JSON: {_preview(payload)!r}"
                 raise DecodeError(NOT_JSON, detail) from None
             raise
+
+    def decode_exact(self, payload: bytes | None) -> tuple[dict[str, Any], bytes | None]:
+        """:meth:`decode`, and ``payload`` again if it is byte for byte the event's JSON object
+        (a bare object that orjson read: no NaN or Infinity literal, nothing around it), else
+        None: such bytes a service may keep or pass on as they came, not write them again."""
+        if (payload and payload[0] == _OBJECT_OPEN and payload[-1] == _OBJECT_CLOSE
+                and len(payload) <= self.max_bytes and not self._bytes_fields):
+            try:
+                value = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                if type(value) is dict:
+                    return value, payload
+        return self.decode(payload), None
 
     # JSON ---------------------------------------------------------------------------------
 

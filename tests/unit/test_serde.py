@@ -192,6 +192,25 @@ def test_json_nan_and_infinity_decode_to_floats() -> None:
     assert features["b"] == math.inf and features["c"] == -math.inf and features["d"] == 1
 
 
+def test_decode_exact_says_whether_the_bytes_are_the_event_as_they_came() -> None:
+    decoder = EventDecoder("features", max_bytes=MAX)
+    bare = orjson.dumps(FEATURE_EVENT)
+    assert decoder.decode_exact(bare) == (FEATURE_EVENT, bare)
+    # Read as decode reads them, but not the object's own JSON: written again by whoever keeps it.
+    for payload in (b" " + bare, bare + b"\n", b"\xef\xbb\xbf" + bare,
+                    plain_avro("features", FEATURE_EVENT)):
+        assert decoder.decode_exact(payload) == (decoder.decode(payload), None)
+    event, as_is = decoder.decode_exact(b'{"event_id": "e-1", "features": {"a": NaN}}')
+    assert math.isnan(event["features"]["a"]) and as_is is None
+    for bad in (b"{not json}", b"{}" * MAX, b""):
+        with pytest.raises(DecodeError) as exact_error:
+            decoder.decode_exact(bad)
+        with pytest.raises(DecodeError) as error:
+            decoder.decode(bad)
+        assert (exact_error.value.reason, exact_error.value.detail) == (
+            error.value.reason, error.value.detail)
+
+
 def test_plain_avro_decodes_like_json() -> None:
     decoder = EventDecoder("features", max_bytes=MAX)
     from_avro = decoder.decode(plain_avro("features", FEATURE_EVENT))
