@@ -145,6 +145,9 @@ def test_predict_handler(settings):
             if out.topic == t.predictions:
                 orjson.loads(out.value)
 
-    check()
+    try:
+        check()
+    finally:
+        predictor.close()  # its registry watch: a consumer that would outlive the broker
 
 
