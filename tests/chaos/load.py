@@ -114,7 +114,10 @@ class Load:
         while not self._stop.is_set() and (i < self.total or pending):
             now = time.monotonic()
             due = int((now - started) * self.rate)
-            while i < self.total and i < due and not self.paused.is_set():
+            # The stop is checked here too: at an unbounded rate this loop only ends on a pause,
+            # and once the soak's saturation control has stopped, no pause comes.
+            while (i < self.total and i < due and not self.paused.is_set()
+                   and not self._stop.is_set()):
                 ev = self._event(i)
                 self._produce(t.features, ev.value, ev.key)
                 self.sent.features += 1

@@ -11,6 +11,7 @@ import pytest
 
 from services.stack.processes import free_port
 from tests.chaos.cluster import RestartableValkey
+from tests.chaos.load import Load
 from tests.chaos.soak import run_soak
 
 pytestmark = pytest.mark.integration
@@ -46,3 +47,19 @@ def test_soak_at_80_percent_of_the_sustained_maximum(settings, tmp_path):
     assert s["ingest RSS while predict is stopped, max MB"] < (
         s["ingest RSS before the stall, max MB"] + 50), summary
     assert s["predict RSS catching up, max MB"] < s["predict RSS before the stall, max MB"] + 100
+
+
+@pytest.mark.timeout(120)
+def test_an_unpaced_load_stops_when_told_even_while_not_paused(settings):
+    """The saturated run's load (an unbounded rate) stops on :meth:`Load.stop` whether or not
+    the saturation control last paused it; it used to go on producing, and the run never
+    drained."""
+    load = Load(settings, rate=1e9, total=10**9, pool=2_000).start()
+    time.sleep(1.0)
+    assert not load.paused.is_set() and load.sent.features > 0
+    started = time.monotonic()
+    load.stop()
+    assert load.done() and time.monotonic() - started < 30
+    sent = load.sent.features
+    time.sleep(0.5)
+    assert load.sent.features == sent
