@@ -37,7 +37,8 @@ SERVICE_ENV = {
     "MODELSTREAM_MONITOR_EVAL_SECONDS": "1",
     "MODELSTREAM_DASHBOARD_SCRAPE_SECONDS": "1",
     # The registry story writes every model.events record the page shows: an alert on this
-    # traffic would otherwise start a retraining job, whose candidate adds two (eight were seen in one CI run).
+    # traffic would otherwise start a retraining job, whose candidate adds two (eight were
+    # seen in one CI run).
     "MODELSTREAM_RETRAIN_ALERT_KINDS": "[]",
 }
 EVENTS = 4000
