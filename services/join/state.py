@@ -87,10 +87,10 @@ BUCKET_MS = 1000
 # state expired) still closes it, and the pending count stays exact.
 BUCKET_SLACK_MS = 3600 * 1000
 
-# ARGV: the key names (event base, bucket base, buckets, pending counter), the number of
-# window classes W, then W triples (event TTL, bucket second, bucket TTL), then the number of
-# prunes P and P pairs (event id, the source of an outcome whose labeled records the broker has
-# acknowledged: the predictions it labeled are no longer stored), then the records:
+# ARGV: the key names (event base, bucket base, buckets, pending counter, kept hash), the
+# number of window classes W, then W triples (event TTL, bucket second, bucket TTL), then the
+# number of prunes P and P pairs (event id, the source of an outcome whose labeled records the
+# broker has acknowledged: the predictions it labeled leave the kept hash), then the records:
 # a prediction is +w (its window class), event id, the event's state were it the first record
 # (packed: no outcome, its id, the stored prediction, no mark), source; an outcome is -w,
 # event id, the event's state were it the first (packed: the stored outcome, which holds its
@@ -253,7 +253,7 @@ end
 return out
 """
 
-# ARGV: event base, bucket base, buckets, pending counter, now (ms), max events.
+# ARGV: event base, bucket base, buckets, pending counter, now (ms), max events, kept hash.
 # Reply: events closed, predictions expired unlabeled, outcomes unmatched, events pending.
 SWEEP_SCRIPT = """
 local ebase, dbase, buckets, pending, kept = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7]
