@@ -26,7 +26,7 @@ from cProfile import Profile
 from dataclasses import dataclass
 from typing import Literal
 
-from services.join.service import OutcomeJoiner, build
+from services.join.service import build
 from services.runtime import topics
 from services.runtime.service import redis_client
 
@@ -92,8 +92,6 @@ def measure_join(
         produce_all(s, *streams[first], producer)
         memory.append(int(redis.info("memory")["used_memory"]))
         loop = build(s)
-        joiner = loop.handler
-        assert isinstance(joiner, OutcomeJoiner)
         cpu = redis_cpu()
         timing = measure_loop(loop, 2 * n, timeout, profiler, pause_at=n, pause=between)
         cpu = redis_cpu() - cpu
