@@ -192,7 +192,7 @@ class OutcomeJoiner:
                     payload = msg.value()
                     pred, as_is = decode_prediction(payload)
                     check_prediction(pred)  # stored in Redis only if its outcome can label it
-                    stored = as_is if as_is is not None else store_prediction(pred, payload)
+                    stored = store_prediction(pred, as_is)
                     chunk.prediction(
                         pred["event_id"], pred["prediction_id"], stored,
                         windows.get(pred["model"], window),

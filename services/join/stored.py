@@ -28,18 +28,14 @@ __all__ = ["LABELED_FIELDS", "Outcome", "labeled", "store_outcome", "store_predi
 
 LABELED_FIELDS = frozenset(("outcome_label", "outcome_value", "outcome_time", "label_delay_ms",
                             "correct", "labeled_at"))
-_CLOSE = ord("}")
-_OPEN = ord("{")
 
 
-def store_prediction(pred: dict[str, Any], payload: bytes | None) -> bytes:
-    """``payload``: the record's bytes, which the decoder read as ``pred``."""
-    # A payload with NaN or Infinity was read by the standard library, not orjson: it must be
-    # written again, as must anything but a bare object (padding, a byte order mark, Avro).
-    if (payload and payload[0] == _OPEN and payload[-1] == _CLOSE
-            and b"NaN" not in payload and b"Infinity" not in payload):
-        return payload
-    return orjson.dumps(pred)
+def store_prediction(pred: dict[str, Any], as_is: bytes | None) -> bytes:
+    """``as_is``: the record's bytes when they are byte for byte ``pred``'s JSON object, as
+    :meth:`EventDecoder.decode_exact <services.runtime.serde.EventDecoder.decode_exact>` says;
+    None for anything else (NaN or Infinity read by the standard library, padding, a byte
+    order mark, Avro), which is written again."""
+    return as_is if as_is is not None else orjson.dumps(pred)
 
 
 def store_outcome(outcome: Outcome, source: bytes) -> bytes:
