@@ -41,6 +41,13 @@ which it is only once the broker has the first copy (a commit lost after that: a
 publishes nothing). Any other repeat of a prediction or an outcome (a different record) is
 recognised and publishes nothing.
 
+Upgrades: before ``join:kept``, the outcome that labeled a prediction left it in the event's
+string, beside its mark, until the prune rewrote the string. A replay of such an outcome (a
+replica of the earlier version labeled it, one of this version replays it after a crash during
+a rolling upgrade) finds no field in ``join:kept`` and reads the predictions from the string:
+what it labeled is published again, as a replay must. In this layout a prediction marked by
+an outcome has left the string, so that reading finds nothing there.
+
 Corrected outcomes: the outcome with the latest ``outcome_time`` is the one predictions still
 waiting are labeled with; a labeled prediction keeps its label (labels are final). A correction
 is counted (``modelstream_join_outcomes_total{result="correction"}``).
@@ -192,7 +199,13 @@ while i <= last do
       end
       if status == 4 then
         local got = redis.call('HGET', kept, ev .. '|' .. src)
-        if got then labels = {unpack_all(got)} end
+        if got then
+          labels = {unpack_all(got)}
+        else  -- labeled by a script before join:kept (an upgrade): kept in the string, unpruned
+          for j = 2, #s, 3 do
+            if s[j + 2] == src and s[j + 1] ~= '' then labels[#labels + 1] = s[j + 1] end
+          end
+        end
       elseif status ~= 2 then
         s[1] = value
         for j = 2, #s, 3 do

@@ -317,6 +317,35 @@ def test_what_a_lost_prune_leaves_goes_when_the_window_closes(settings):
     assert r.hlen(kept) == 0
 
 
+def test_a_replay_of_an_outcome_labeled_before_the_kept_hash_labels_again(settings):
+    """A rolling upgrade: a replica of the earlier version labeled the outcome, which left the
+    labeled predictions in the event's string beside their marks (no ``join:kept`` field).
+    This version, replaying that outcome after a crash, publishes them again."""
+    state = join_state(settings)
+    r = redis_client(settings)
+    key, kept = f"{settings.topic_prefix}join:e:a", f"{settings.topic_prefix}join:kept"
+    a1, a2 = b'{"p":"a1"}', b'{"p":"a2"}'
+    apply(state, [chunk(state, [("p", "a", "a1", a1, 1), ("p", "a", "a2", a2, 2),
+                                ("o", "a", T0 + 10, "1", 3)])])
+    outcome = store_outcome(Outcome(T0 + 10, "1", None), b"o0:3")
+
+    def state_of(*fields: bytes) -> bytes:
+        return b"".join(_packed(f) for f in fields)
+
+    assert r.get(key) == state_of(outcome, b"a1", b"", b"o0:3", b"a2", b"", b"o0:3")
+    r.set(key, state_of(outcome, b"a1", a1, b"o0:3", b"a2", a2, b"o0:3"), keepttl=True)
+    r.delete(kept)  # the same state as the earlier version left it
+    again = apply(state, [chunk(state, [("o", "a", T0 + 10, "1", 3), ("o", "a", T0 + 10, "1", 4),
+                                        ("p", "a", "a1", a1, 1)])])[0]
+    assert again[0][0] == OUTCOME_REPLAY and sorted(again[0][1]) == [a1, a2]
+    assert again[1] == (DUPLICATE, [])  # another record with the same outcome: nothing
+    assert again[2] == (IGNORED, None)
+    # Once the earlier version pruned the string, a replay publishes nothing: the broker has it.
+    r.set(key, state_of(outcome, b"a1", b"", b"o0:3", b"a2", b"", b"o0:3"), keepttl=True)
+    assert apply(state, [chunk(state, [("o", "a", T0 + 10, "1", 3)])])[0] == [
+        (OUTCOME_REPLAY, [])]
+
+
 def test_a_redis_failure_midway_applies_every_chunk_again_with_the_same_labels(settings):
     def run(s, fail_once: bool) -> list:
         state = join_state(s)
