@@ -159,11 +159,11 @@ class ProcessChain:
         self.logs = stack.root / "logs" / s.topic_prefix.rstrip(".")
         self.children: list[Child] = []
         self.arrivals: _Arrivals | None = None
+        self.offer = _Offer(s, source(s))
         try:
             self.children = launch(s, self.logs)
             self.arrivals = _Arrivals(s, sink(s))
             self.arrivals.start()
-            self.offer = _Offer(s, source(s))
         except BaseException:
             self.stop()
             raise
@@ -269,6 +269,7 @@ class ProcessChain:
             self.arrivals.done = True
             self.arrivals.join(10)
             self.arrivals = None
+        self.offer.close()
         self.stack.drop_topics(self.settings)
         self.stack.drop_keys(self.settings)
 

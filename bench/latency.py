@@ -91,6 +91,7 @@ class _Offer:
         # Configured like modelstream's own producers (linger.ms=2), as a real one would batch.
         self.producer = kafka.producer(s)
         self.sent_at: dict[str, float] = {}
+        self._closed = False
 
     def send(self, key: bytes, event: dict[str, Any], event_id: str) -> None:
         event["event_id"] = event_id
@@ -98,6 +99,14 @@ class _Offer:
         value = orjson.dumps(event)
         self.sent_at[event_id] = time.perf_counter()
         self.producer.produce(self.topic, value, key)
+
+    def close(self) -> None:
+        """Flush and let go of the broker now (once), not when the collector gets to it: a
+        producer left open keeps reconnecting after the broker stops."""
+        if not self._closed:
+            self._closed = True
+            self.producer.flush(10)
+            self.producer.close()
 
     def paced(
         self, events: list[tuple[bytes, dict[str, Any]]], rate: float, seconds: float,
@@ -204,6 +213,7 @@ class ChainRun:
             terminate(proc)
         self.arrivals.done = True
         self.arrivals.join(10)
+        self.offer.close()
         self.stack.drop_topics(self.settings)
 
 

@@ -98,6 +98,7 @@ class Passthrough:
                     break
         finally:
             consumer.close()
+            producer.close()  # flushed above; its connections go now, not with the broker
         return timing
 
     def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:

@@ -76,7 +76,10 @@ class BenchStack:
         return self._producer
 
     def close(self) -> None:
-        self._producer = None
+        if self._producer is not None:  # its connections go before the broker does
+            self._producer.flush(10)
+            self._producer.close()
+            self._producer = None
         for server in (self.broker, self.valkey):
             if server is not None:
                 server.stop()
