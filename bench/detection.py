@@ -283,26 +283,14 @@ def scenario_task(seed: int, plan: Plan) -> dict[str, Any]:
 
 def null_task(seed: int, plan: Plan) -> dict[str, Any]:
     """The null streams of one seed: drift alerts on the tabular one, error-detector signals."""
-    n = plan.null_events
-    s = 100_000 + seed
-    tab = _MODELS["tabular"]
-    x, y = streams.tabular(n, s)
-    drift = feature_run(tab, x, plan.batch)
-    drift.pop("keys")
-    errors = {"tabular": (tab.errors(x, y), tab)}
-    del x, y
-    sea = _MODELS["sea"]
-    x, y, _ = streams.sea_concepts(n, s)
-    errors["sea"] = (sea.errors(x, y), sea)
-    ls = _MODELS["label-shift"]
-    x, y = streams.label_shift_stream(n, s, change_at=n)
-    errors["label-shift"] = (ls.errors(x, y), ls)
+    drift: dict[str, Any] = {}
+    errors = _null_errors(seed, plan, drift)
     timing: dict[str, list[float]] = {}
     signals = {}
     for family, (e, model) in errors.items():
         signals[family] = _error_signals_null(e, model, plan, timing)
     # river's HDDM_A is pure Python (a few µs an event): time it on a slice only.
-    e = errors["sea"][0][: min(n, 200_000)]
+    e = errors["sea"][0][: min(plan.null_events, 200_000)]
     t0 = time.perf_counter()
     run_detector(DetectorSpec("hddm", 0.001), e, plan.batch)
     timing[HDDM] = [time.perf_counter() - t0, float(len(e))]
@@ -315,6 +303,66 @@ def null_task(seed: int, plan: Plan) -> dict[str, Any]:
         "priors": {family: model.prior for family, (_, model) in errors.items()},
         "error_rates": {family: float(e.mean()) for family, (e, _) in errors.items()},
     }
+
+
+def _null_errors(seed: int, plan: Plan, drift: dict[str, Any] | None = None
+                 ) -> dict[str, tuple[np.ndarray, streams.Deployed]]:
+    """The error streams (y ≠ ŷ) of one seed's null streams, with their models, per family;
+    ``drift`` gets the drift alerts of the tabular stream's features."""
+    n = plan.null_events
+    s = 100_000 + seed
+    tab = _MODELS["tabular"]
+    x, y = streams.tabular(n, s)
+    if drift is not None:
+        drift.update(feature_run(tab, x, plan.batch))
+        drift.pop("keys")
+    errors = {"tabular": (tab.errors(x, y), tab)}
+    del x, y
+    sea = _MODELS["sea"]
+    x, y, _ = streams.sea_concepts(n, s)
+    errors["sea"] = (sea.errors(x, y), sea)
+    ls = _MODELS["label-shift"]
+    x, y = streams.label_shift_stream(n, s, change_at=n)
+    errors["label-shift"] = (ls.errors(x, y), ls)
+    return errors
+
+
+def null_alarms_task(seed: int, plan: Plan) -> dict[str, dict[str, Any]]:
+    """Where the shipped concept detector and ADWIN at its default raise their false alarms on
+    one seed's null streams: per family, the error rate and each detector's alarm events."""
+    out = {}
+    for family, (e, model) in _null_errors(seed, plan).items():
+        cusum = DetectorSpec("cusum", _SETTINGS["monitor_concept_arl0"], prior=model.prior)
+        out[family] = {"error_rate": float(e.mean()),
+                       CUSUM: run_detector(cusum, e, plan.batch).tolist(),
+                       ADWIN: run_detector(DetectorSpec("adwin", 0.002), e, plan.batch).tolist()}
+    return out
+
+
+def null_alarms(plan: Plan) -> str:
+    """``--null-alarms``: a markdown table of every false alarm of the shipped detector and of
+    ADWIN (δ = 0.002) on the null streams, side by side where they fall together."""
+    runner = _Runner(plan.workers)
+    try:
+        per_seed = runner.starmap(null_alarms_task, ((seed, plan) for seed in range(plan.seeds)))
+    finally:
+        runner.close()
+    return null_alarms_table(per_seed, plan)
+
+
+def null_alarms_table(per_seed: list[dict[str, dict[str, Any]]], plan: Plan) -> str:
+    lines = ["| seed | family (error rate) | modelstream, as shipped | river ADWIN, default |",
+             "|---|---|---|---|"]
+    for seed, families in enumerate(per_seed):
+        for family, r in families.items():
+            if r[CUSUM] or r[ADWIN]:
+                lines.append(f"| {seed} | {family} ({r['error_rate']:.3f}) | "
+                             f"{', '.join(f'{i:,}' for i in r[CUSUM]) or '–'} | "
+                             f"{', '.join(f'{i:,}' for i in r[ADWIN]) or '–'} |")
+    total = {k: sum(len(f[k]) for fs in per_seed for f in fs.values()) for k in (CUSUM, ADWIN)}
+    lines.append(f"| all | {plan.seeds} seeds × 3 families × {plan.null_events:,} events | "
+                 f"{total[CUSUM]} | {total[ADWIN]} |")
+    return "\n".join(lines)
 
 
 def _error_signals_null(
@@ -1069,6 +1117,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     p.add_argument("--report", type=Path, help="also write the markdown section to this file")
     p.add_argument("--plot", type=Path, help="also draw the concept-drift delays to this PNG")
+    p.add_argument("--null-alarms", action="store_true",
+                   help="only list where the shipped detector and ADWIN (default) raise their "
+                        "false alarms on the null streams")
     return p.parse_args(argv)
 
 
@@ -1095,6 +1146,10 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(seeds=args.seeds or base.seeds, null_events=args.null_events or base.null_events,
                 workers=max(1, args.workers), budget_rate=args.budget_rate,
                 budget_streams=args.budget_streams or base.budget_streams)
+
+    if args.null_alarms:
+        print(null_alarms(plan))
+        return 0
 
     def progress(text: str) -> None:
         print(text, file=sys.stderr, flush=True)

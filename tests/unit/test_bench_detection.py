@@ -206,3 +206,19 @@ def test_the_service_detector_gets_a_simulated_holdout_on_the_budget_streams() -
                               holdout_rows=[5000] * 4)
     assert count_alarms(spec, [0.1] * 4, 900, [1, 2, 3, 4], 250, 10**6) == 0  # warming up
     assert with_prior > 0
+
+
+def test_null_alarm_positions_match_the_runs_counts() -> None:
+    """``--null-alarms`` lists, per seed and family, exactly the alarms the run counts."""
+    from bench import detection
+
+    detection._init_worker()
+    plan = detection.Plan(seeds=1, null_events=60_000, workers=1)
+    where = detection.null_alarms_task(0, plan)
+    counted = detection.null_task(0, plan)["signals"]
+    for family, found in where.items():
+        assert len(found[detection.CUSUM]) == counted[family][detection.CUSUM]
+        assert len(found[detection.ADWIN]) == counted[family][detection.ADWIN]
+        assert all(0 <= i < plan.null_events for i in found[detection.CUSUM])
+    table = detection.null_alarms_table([where], plan)
+    assert table.splitlines()[-1].startswith("| all | 1 seeds × 3 families × 60,000 events |")
