@@ -3,7 +3,7 @@
 ============================  ====================================================
 ``missing_event_id``          no ``event_id``, or not a non-empty string
 ``missing_entity_id``         no ``entity_id``, or not a non-empty string
-``bad_event_time``            ``event_time`` present but not epoch milliseconds
+``bad_event_time``            ``event_time`` present but not a time (epoch ms or ISO-8601)
 ``unknown_model``             ``model`` names no deployed model
 ``bad_features``              ``features`` missing or not an object
 ``unknown_feature``           a feature the spec does not declare (when rejecting)
@@ -24,13 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..runtime.errors import ValidationError
+from ..runtime.times import MAX_TIME_MS, MIN_TIME_MS, epoch_ms
 
 __all__ = ["FeatureValidator", "ValidEvent", "validate_envelope"]
 
 MAX_ID_LENGTH = 256
-# Epoch milliseconds between 2001 and 2286: catches seconds or microseconds sent by mistake.
-MIN_EVENT_TIME_MS = 1_000_000_000_000
-MAX_EVENT_TIME_MS = 10_000_000_000_000
 
 Canonical = float | int | str
 Check = Callable[[Any], Canonical]
@@ -66,17 +64,17 @@ def validate_envelope(
     """Checks the fields every event has; returns (event_id, entity_id, time, model, features)."""
     event_id = _id(event, "event_id")
     entity_id = _id(event, "entity_id")
-    event_time = event.get("event_time")
-    if event_time is None:
+    given = event.get("event_time")
+    if given is None:
         event_time = fallback_time_ms
-    elif (
-        isinstance(event_time, bool)
-        or not isinstance(event_time, int)
-        or not MIN_EVENT_TIME_MS <= event_time <= MAX_EVENT_TIME_MS
-    ):
-        raise ValidationError(
-            "bad_event_time", f"event_time must be epoch milliseconds, got {_show(event_time)}"
-        )
+    elif type(given) is int and MIN_TIME_MS <= given <= MAX_TIME_MS:
+        event_time = given
+    else:
+        parsed = epoch_ms(given)
+        if parsed is None:
+            raise ValidationError("bad_event_time", f"event_time must be epoch milliseconds or "
+                                  f"ISO-8601 with a UTC offset, got {_show(given)}")
+        event_time = parsed
     model = event.get("model") or default_model
     if not isinstance(model, str):
         raise ValidationError("unknown_model", f"model must be a string, got {_show(model)}")

@@ -28,6 +28,7 @@ from ..runtime.records import check_prediction
 from ..runtime.serde import EventDecoder, EventEncoder
 from ..runtime.service import redis_client
 from ..runtime.settings import Settings
+from ..runtime.times import MAX_TIME_MS, MIN_TIME_MS, epoch_ms
 from .state import (
     CORRECTION,
     DUPLICATE,
@@ -61,10 +62,6 @@ _OUT_RESULTS = {FIRST: "first", DUPLICATE: "duplicate_ignored", CORRECTION: "cor
                 OUTCOME_REPLAY: "replayed"}
 
 
-# Epoch milliseconds between 2001 and 2286, as for feature events.
-MIN_TIME_MS, MAX_TIME_MS = 1_000_000_000_000, 10_000_000_000_000
-
-
 def validate_outcome(raw: dict[str, Any], fallback_time_ms: int) -> dict[str, Any]:
     event_id = raw.get("event_id")
     if not isinstance(event_id, str) or not event_id:
@@ -84,8 +81,12 @@ def validate_outcome(raw: dict[str, Any], fallback_time_ms: int) -> dict[str, An
         value = float(value)
     t = raw.get("outcome_time", fallback_time_ms)
     # Bounded above too: a time past 2286 is a mistake, and past 2**63 it breaks Avro output.
-    if isinstance(t, bool) or not isinstance(t, int) or not MIN_TIME_MS <= t <= MAX_TIME_MS:
-        raise ValidationError("bad_outcome_time", f"outcome_time must be epoch ms, got {t!r}")
+    if type(t) is not int or not MIN_TIME_MS <= t <= MAX_TIME_MS:
+        parsed = epoch_ms(t)
+        if parsed is None:
+            raise ValidationError("bad_outcome_time", f"outcome_time must be epoch ms or "
+                                  f"ISO-8601 with a UTC offset, got {t!r:.80}")
+        t = parsed
     return {"event_id": event_id, "label": label, "value": value, "outcome_time": t}
 
 

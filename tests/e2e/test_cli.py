@@ -98,9 +98,12 @@ def test_up_registers_the_demo_model_as_champion_on_model_events(up: Up) -> None
 
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is installed by `make test`")
 def test_kcat_round_trip(up: Up) -> None:
+    # One event gives its time as ISO-8601, as a hand-written one may.
+    times = {0: {"event_time": "2026-12-01T11:00:00.250+01:00"}}
     lines = "".join(
         f"kc-{i}:" + orjson.dumps({"event_id": f"kcat-{i}", "entity_id": f"kc-{i}",
-                                    "features": {**FULL, "age": 20 + i}}).decode() + "\n"
+                                    "features": {**FULL, "age": 20 + i},
+                                    **times.get(i, {})}).decode() + "\n"
         for i in range(10)
     )
     up.cli("kcat", "-P", "-t", "features", "-K:", stdin=lines)
@@ -116,6 +119,7 @@ def test_kcat_round_trip(up: Up) -> None:
     assert len(found) == 10
     young, old = found["kcat-0"], found["kcat-9"]  # ages 20 and 29
     assert young["model"] == "agrawal" and young["features"]["age"] == 20
+    assert young["event_time"] == 1_796_119_200_250  # epoch milliseconds from there on
     assert old["label"] in {"0", "1"}
 
 

@@ -76,6 +76,11 @@ def test_missing_lists_required_features_absent_after_the_merge():
          "bad_event_time"),
         ({"event_id": "e", "entity_id": "c", "features": {}, "event_time": "today"},
          "bad_event_time"),
+        # ISO-8601 without a UTC offset: which zone it meant is unknown.
+        ({"event_id": "e", "entity_id": "c", "features": {}, "event_time": "2026-12-01T10:00:00"},
+         "bad_event_time"),
+        ({"event_id": "e", "entity_id": "c", "features": {}, "event_time": True},
+         "bad_event_time"),
         ({"event_id": "e", "entity_id": "c", "features": {}, "model": 3}, "unknown_model"),
     ],
 )
@@ -88,6 +93,17 @@ def test_envelope_defaults():
     out = validate_envelope({"event_id": "e", "entity_id": "c", "features": {"age": 30}},
                             default_model="agrawal", fallback_time_ms=NOW)
     assert out == ("e", "c", NOW, "agrawal", {"age": 30})
+
+
+@pytest.mark.parametrize(("given", "ms"), [
+    (1_796_119_200_000, 1_796_119_200_000),
+    ("2026-12-01T10:00:00Z", 1_796_119_200_000),
+    ("2026-12-01T11:00:00.250+01:00", 1_796_119_200_250),
+    ("2026-12-01 10:00:00.123456+00:00", 1_796_119_200_123),
+])
+def test_event_time_is_epoch_ms_or_iso_8601_with_an_offset(given, ms):
+    event = {"event_id": "e", "entity_id": "c", "features": {}, "event_time": given}
+    assert validate_envelope(event, default_model="agrawal", fallback_time_ms=NOW)[2] == ms
 
 
 def test_unbounded_numbers_still_reject_infinity_and_nan():
