@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..runtime.errors import ValidationError
-from ..runtime.times import MAX_TIME_MS, MIN_TIME_MS, epoch_ms
+from ..runtime.times import epoch_ms
 
 __all__ = ["FeatureValidator", "ValidEvent", "validate_envelope"]
 
@@ -65,16 +65,10 @@ def validate_envelope(
     event_id = _id(event, "event_id")
     entity_id = _id(event, "entity_id")
     given = event.get("event_time")
-    if given is None:
-        event_time = fallback_time_ms
-    elif type(given) is int and MIN_TIME_MS <= given <= MAX_TIME_MS:
-        event_time = given
-    else:
-        parsed = epoch_ms(given)
-        if parsed is None:
-            raise ValidationError("bad_event_time", f"event_time must be epoch milliseconds or "
-                                  f"ISO-8601 with a UTC offset, got {_show(given)}")
-        event_time = parsed
+    event_time = fallback_time_ms if given is None else epoch_ms(given)
+    if event_time is None:
+        raise ValidationError("bad_event_time", f"event_time must be epoch milliseconds or "
+                              f"ISO-8601 with a UTC offset, got {_show(given)}")
     model = event.get("model") or default_model
     if not isinstance(model, str):
         raise ValidationError("unknown_model", f"model must be a string, got {_show(model)}")

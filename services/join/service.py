@@ -28,7 +28,7 @@ from ..runtime.records import check_prediction
 from ..runtime.serde import EventDecoder, EventEncoder
 from ..runtime.service import redis_client
 from ..runtime.settings import Settings
-from ..runtime.times import MAX_TIME_MS, MIN_TIME_MS, epoch_ms
+from ..runtime.times import epoch_ms
 from .state import (
     CORRECTION,
     DUPLICATE,
@@ -79,14 +79,12 @@ def validate_outcome(raw: dict[str, Any], fallback_time_ms: int) -> dict[str, An
         if not math.isfinite(value):
             raise ValidationError("non_finite", f"value {value} is not finite")
         value = float(value)
-    t = raw.get("outcome_time", fallback_time_ms)
+    given = raw.get("outcome_time", fallback_time_ms)
     # Bounded above too: a time past 2286 is a mistake, and past 2**63 it breaks Avro output.
-    if type(t) is not int or not MIN_TIME_MS <= t <= MAX_TIME_MS:
-        parsed = epoch_ms(t)
-        if parsed is None:
-            raise ValidationError("bad_outcome_time", f"outcome_time must be epoch ms or "
-                                  f"ISO-8601 with a UTC offset, got {t!r:.80}")
-        t = parsed
+    t = epoch_ms(given)
+    if t is None:
+        raise ValidationError("bad_outcome_time", f"outcome_time must be epoch ms or "
+                              f"ISO-8601 with a UTC offset, got {given!r:.80}")
     return {"event_id": event_id, "label": label, "value": value, "outcome_time": t}
 
 
