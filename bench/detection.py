@@ -283,8 +283,7 @@ def scenario_task(seed: int, plan: Plan) -> dict[str, Any]:
 
 def null_task(seed: int, plan: Plan) -> dict[str, Any]:
     """The null streams of one seed: drift alerts on the tabular one, error-detector signals."""
-    drift: dict[str, Any] = {}
-    errors = _null_errors(seed, plan, drift)
+    errors, drift = _null_errors(seed, plan, with_drift=True)
     timing: dict[str, list[float]] = {}
     signals = {}
     for family, (e, model) in errors.items():
@@ -305,16 +304,17 @@ def null_task(seed: int, plan: Plan) -> dict[str, Any]:
     }
 
 
-def _null_errors(seed: int, plan: Plan, drift: dict[str, Any] | None = None
-                 ) -> dict[str, tuple[np.ndarray, streams.Deployed]]:
+def _null_errors(seed: int, plan: Plan, with_drift: bool = False
+                 ) -> tuple[dict[str, tuple[np.ndarray, streams.Deployed]], dict[str, Any]]:
     """The error streams (y ≠ ŷ) of one seed's null streams, with their models, per family;
-    ``drift`` gets the drift alerts of the tabular stream's features."""
+    and ``with_drift``, the drift alerts on the tabular stream's features (else empty)."""
     n = plan.null_events
     s = 100_000 + seed
     tab = _MODELS["tabular"]
     x, y = streams.tabular(n, s)
-    if drift is not None:
-        drift.update(feature_run(tab, x, plan.batch))
+    drift: dict[str, Any] = {}
+    if with_drift:
+        drift = feature_run(tab, x, plan.batch)
         drift.pop("keys")
     errors = {"tabular": (tab.errors(x, y), tab)}
     del x, y
@@ -324,14 +324,14 @@ def _null_errors(seed: int, plan: Plan, drift: dict[str, Any] | None = None
     ls = _MODELS["label-shift"]
     x, y = streams.label_shift_stream(n, s, change_at=n)
     errors["label-shift"] = (ls.errors(x, y), ls)
-    return errors
+    return errors, drift
 
 
 def null_alarms_task(seed: int, plan: Plan) -> dict[str, dict[str, Any]]:
     """Where the shipped concept detector and ADWIN at its default raise their false alarms on
     one seed's null streams: per family, the error rate and each detector's alarm events."""
     out = {}
-    for family, (e, model) in _null_errors(seed, plan).items():
+    for family, (e, model) in _null_errors(seed, plan)[0].items():
         cusum = DetectorSpec("cusum", _SETTINGS["monitor_concept_arl0"], prior=model.prior)
         out[family] = {"error_rate": float(e.mean()),
                        CUSUM: run_detector(cusum, e, plan.batch).tolist(),
