@@ -143,6 +143,60 @@ def _bytes_fields(schema: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(names)
 
 
+# The Python types a union value may be written from without a search, and their branch.
+# ``bool`` is its own type here (not an int); an int goes to ``long`` only within its range.
+_BRANCH_OF_TYPE: dict[type, str] = {
+    type(None): "null", bool: "boolean", int: "long", float: "double", str: "string",
+    bytes: "bytes",
+}
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+
+_UnionFields = tuple[tuple[str, bool, dict[type, str]], ...]
+
+
+def _union_fields(schema: Mapping[str, Any]) -> _UnionFields:
+    """Top-level fields that are a union of primitive types, or a map of one:
+    ``(name, is_map, {python type: branch})`` for :func:`_tagged`."""
+    found = []
+    for field in schema["fields"]:
+        ftype, is_map = field["type"], False
+        if isinstance(ftype, dict) and ftype.get("type") == "map":
+            ftype, is_map = ftype["values"], True
+        if isinstance(ftype, list) and all(isinstance(b, str) for b in ftype):
+            table = {t: b for t, b in _BRANCH_OF_TYPE.items() if b in ftype}
+            if table:
+                found.append((field["name"], is_map, table))
+    return tuple(found)
+
+
+def _tag(value: Any, table: dict[type, str]) -> Any:
+    """``value`` in fastavro's tuple notation, ``(branch, value)``, when its type names the
+    branch; otherwise as it is, for fastavro to resolve (or reject) as usual."""
+    branch = table.get(type(value))
+    if branch is None or (branch == "long" and not _LONG_MIN <= value <= _LONG_MAX):
+        return value
+    return (branch, value)
+
+
+def _tagged(record: dict[str, Any], fields: _UnionFields) -> dict[str, Any]:
+    """A copy of ``record`` whose union values are tagged with their branch.
+
+    fastavro resolves an untagged union value by validating it against each branch in turn:
+    a string in the feature map's ``[null, long, double, string]`` costs four validations, a
+    float three. Tagging costs ~0.3 µs a value. With three of a prediction's nine features
+    strings the write took about a quarter less (interleaved runs); with numbers only, ~4%.
+    """
+    out = dict(record)
+    for name, is_map, table in fields:
+        value = out.get(name)
+        if is_map:
+            if type(value) is dict:
+                out[name] = {k: _tag(v, table) for k, v in value.items()}
+        elif name in out:
+            out[name] = _tag(value, table)
+    return out
+
+
 def _cut(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -174,6 +228,7 @@ class EventDecoder:
         self._reader = schema_for(base_topic)
         self._reader_form = to_parsing_canonical_form(self._reader)
         self._bytes_fields = _bytes_fields(raw_schema(base_topic))
+        self._union_fields = _union_fields(raw_schema(base_topic))
         self._registry = _registry_client(registry_url, registry_conf) if registry_url else None
         self._unknown_id_ttl_s = unknown_id_ttl_s
         # Registry ids are immutable, so a writer schema (or why it is unusable) is kept forever.
@@ -384,6 +439,7 @@ class EventEncoder:
         self.subject = f"{topic or base_topic}-value"
         self._schema = schema_for(base_topic)
         self._bytes_fields = _bytes_fields(raw_schema(base_topic))
+        self._union_fields = _union_fields(raw_schema(base_topic))
         self._registry = (
             _registry_client(registry_url, registry_conf)
             if registry_url and fmt == "avro"
@@ -422,6 +478,8 @@ class EventEncoder:
         header = self._header if self._header is not None else self._register()
         buf = BytesIO()
         buf.write(header)
+        if self._union_fields:
+            record = _tagged(record, self._union_fields)
         try:
             schemaless_writer(buf, self._schema, record)
         except Exception as exc:  # fastavro raises ValueError, TypeError, struct.error...
