@@ -14,6 +14,13 @@ it, over N: the join state of N predictions (or outcomes) waiting for their othe
 labeled event: the same at the end, once the stored predictions the broker has as labeled
 records are pruned: what an event keeps for the rest of its join window.
 
+The baseline (:func:`build_handwired`) is the join a user wires by hand on the same loop: each
+record stores itself under its event id with a TTL and reads the other side's key, one
+pipelined ``SET`` and ``GET`` per record (redis-py, as the services use it), and a record that
+finds its other side publishes the two merged. It is the least a Redis-backed join does: one
+prediction per event, no idempotency (a replay labels again), no corrections, nothing counted
+when a window closes.
+
 Redis CPU per record: Valkey's CPU time (``INFO cpu``, user + system) from before the loop
 starts to after it ends, over the 2N records: the server's share of the work, which runs
 beside the process's own (on another core when there is one). Valkey is idle otherwise
@@ -22,19 +29,25 @@ beside the process's own (on another core when there is one). Valkey is idle oth
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from cProfile import Profile
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from services.join.service import build
-from services.runtime import topics
+import orjson
+
+from services.join.service import IN_FLIGHT, build
+from services.runtime import kafka, topics
+from services.runtime.loop import Output, StreamLoop
 from services.runtime.service import redis_client
+from services.runtime.settings import Settings
 
 from .labels import Labeled
 from .stack import BenchStack, produce_all
 from .throughput import LoopTiming, acknowledged, measure_loop
 
-__all__ = ["JoinTiming", "measure_join"]
+__all__ = ["JoinTiming", "build_handwired", "measure_join"]
 
 First = Literal["predictions", "outcomes"]
 
@@ -66,11 +79,54 @@ class JoinTiming:
                 f"{self.redis_cpu_seconds / (2 * self.outcomes) * 1e6:.1f} µs")
 
 
+def build_handwired(settings: Settings) -> StreamLoop:
+    """The hand-wired join of the module's doc, on a StreamLoop configured as join's."""
+    client = redis_client(settings)
+    base = f"{settings.topic_prefix}handwired:"
+    window_ms = settings.join_window_seconds * 1000
+    predictions, labeled = settings.topics.predictions, settings.topics.predictions_labeled
+
+    def handle(batch: list[Any]) -> list[Output]:
+        pipe = client.pipeline(transaction=False)
+        records = []
+        for msg in batch:
+            value = msg.value()
+            rec = orjson.loads(value)
+            mine, other = ("p:", "o:") if msg.topic() == predictions else ("o:", "p:")
+            pipe.set(base + mine + rec["event_id"], value, px=window_ms)
+            pipe.get(base + other + rec["event_id"])
+            records.append((mine == "p:", rec))
+        found = pipe.execute()[1::2]
+        now = int(time.time() * 1000)
+        out = []
+        for (is_prediction, rec), other in zip(records, found, strict=True):
+            if other is None:
+                continue
+            pred, outcome = (rec, orjson.loads(other)) if is_prediction else (
+                orjson.loads(other), rec)
+            merged = {**pred, "outcome_label": outcome.get("label"),
+                      "outcome_value": outcome.get("value"),
+                      "outcome_time": outcome["outcome_time"],
+                      "label_delay_ms": max(outcome["outcome_time"] - pred["predicted_at"], 0),
+                      "labeled_at": now}
+            out.append(Output(labeled, orjson.dumps(merged), pred["entity_id"]))
+        return out
+
+    return StreamLoop(
+        settings, service="handwired-join", group_id=f"{settings.topic_prefix}handwired-join",
+        topics=[predictions, settings.topics.outcomes], handler=handle,
+        batch_size=settings.join_batch_size, max_in_flight=IN_FLIGHT,
+        consumer_overrides=kafka.THROUGHPUT_CONSUMER, producer_overrides=kafka.THROUGHPUT_PRODUCER,
+        on_exit=client.close,
+    )
+
+
 def measure_join(
     stack: BenchStack, name: str, data: Labeled, first: First, timeout: float = 120.0,
-    profiler: Profile | None = None,
+    profiler: Profile | None = None, build: Callable[[Settings], StreamLoop] = build,
 ) -> JoinTiming:
-    """One run; a ``profiler`` is enabled for both timed phases."""
+    """One run of ``build``'s loop (join's, or :func:`build_handwired`); a ``profiler`` is
+    enabled for both timed phases."""
     s = stack.settings(name)
     redis = redis_client(s)
     streams = {"predictions": (s.topics.predictions, data.predictions),

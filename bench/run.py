@@ -36,7 +36,7 @@ from services.ingest.service import build as build_ingest
 from services.predict.service import build as build_predict
 
 from . import labels, latency, suite, swaps, throughput
-from .join import measure_join
+from .join import build_handwired, measure_join
 from .monitor import measure_monitor, warm_up
 from .poison import POISON_VALID, poison_stream
 from .report import Bar, Figure, format_value, markdown_report, results_json, table
@@ -92,6 +92,10 @@ def _figures() -> dict[str, Figure]:
                bars=JOIN_BARS),
         Figure("join_of", "join, outcomes then predictions", "outcomes/s", baseline="raw",
                bars=JOIN_BARS),
+        Figure("join_hw_pf", "hand-wired join (SET + GET a record), predictions first",
+               "outcomes/s", baseline="raw"),
+        Figure("join_hw_of", "hand-wired join (SET + GET a record), outcomes first",
+               "outcomes/s", baseline="raw"),
         Figure("join_memory", "join, Redis per pending prediction", "B"),
         Figure("join_memory_labeled", "join, Redis per labeled event (for its window)", "B"),
         Figure("monitor", "monitor, all metrics + drift (both streams)", "ev/s",
@@ -223,9 +227,20 @@ def _labeled_jobs(stack: BenchStack, plan: Plan, data: Data) -> list[Job]:
             j = measure_join(stack, "jo", labeled, "outcomes")
             return {"join_of": j.rate, "cpu_join_of": j.loop.cpu_per_event_us}, j.note()
 
+        def handwired(first: str) -> Job:
+            key = "join_hw_pf" if first == "predictions" else "join_hw_of"
+
+            def run() -> tuple[dict[str, float], str]:
+                j = measure_join(stack, "jh", labeled, first,  # type: ignore[arg-type]
+                                 build=build_handwired)
+                return {key: j.rate, f"cpu_{key}": j.loop.cpu_per_event_us}, j.note()
+
+            return Job((key, f"cpu_{key}"), run)
+
         jobs += [Job(("join_pf", "join_memory", "join_memory_labeled", "cpu_join_pf"),
                      predictions_first),
-                 Job(("join_of", "cpu_join_of"), outcomes_first)]
+                 Job(("join_of", "cpu_join_of"), outcomes_first),
+                 handwired("predictions"), handwired("outcomes")]
     if plan.wants("monitor"):
         def monitor() -> tuple[dict[str, float], str]:
             m = measure_monitor(stack, "mo", monitored, warm=MONITOR_WARM)

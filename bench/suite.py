@@ -47,7 +47,7 @@ MEMORY_RATE = 1_000.0
 REST_EVENTS = {"quick": 2_000, "full": 5_000}
 FAUST_EVENTS = {"quick": 4_000, "full": 10_000}
 CPU_KEYS = ("raw", "predict_json", "predict_avro", "ingest_full", "ingest_partial", "join_pf",
-            "join_of", "monitor")
+            "join_of", "join_hw_pf", "join_hw_of", "monitor")
 
 
 class Plan(Protocol):
@@ -99,7 +99,8 @@ def figures() -> list[Figure]:
     labels = {"raw": "raw passthrough", "predict_json": "predict, JSON out",
               "predict_avro": "predict, Avro out", "ingest_full": "ingest, full events",
               "ingest_partial": "ingest, 20% partial", "join_pf": "join, predictions first",
-              "join_of": "join, outcomes first", "monitor": "monitor"}
+              "join_of": "join, outcomes first", "join_hw_pf": "hand-wired join, predictions first",
+              "join_hw_of": "hand-wired join, outcomes first", "monitor": "monitor"}
     figs += [Figure(f"cpu_{k}", f"CPU per record, {labels[k]}", "µs/ev",
                     baseline=None if k == "raw" else "cpu_raw") for k in CPU_KEYS]
     figs += [

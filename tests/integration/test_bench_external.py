@@ -1,5 +1,6 @@
 """The benchmark pointed at a running broker and Redis (``--kafka``/``--redis``): it starts
-neither, measures on them, and leaves no topic or key of its own behind."""
+neither, measures on them, and leaves no topic or key of its own behind. On the way, the
+hand-wired join baseline labels every outcome once, whichever side comes first."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import pytest
 import redis
 from confluent_kafka.admin import AdminClient
 
+from bench import labels
+from bench.join import build_handwired, measure_join
 from bench.stack import BenchStack
 from bench.throughput import PASSTHROUGH_OUT, feature_events, measure_passthrough
 from services.stack.embedded import EmbeddedServer
@@ -23,6 +26,12 @@ def test_bench_measures_on_an_external_broker_and_cleans_up(
                                     "Redis")
         timing = measure_passthrough(stack, feature_events(2000, partial=False))
         assert timing.consumed == 2000 and timing.outputs == {PASSTHROUGH_OUT: 2000}
+        data = labels.labeled_records(stack.store, *labels.feature_events_with_truth(300))
+        for first in ("predictions", "outcomes"):
+            j = measure_join(stack, f"hw{first[0]}", data, first,  # type: ignore[arg-type]
+                             build=build_handwired)
+            assert j.labeled == j.outcomes == len(data.outcomes) == 300
+            assert j.loop.first_phase_records == 300 and j.loop.consumed == 600
         s = stack.settings("keys")
         client = redis.Redis.from_url(valkey.url)
         client.set(f"{s.topic_prefix}k", b"1")
@@ -30,6 +39,6 @@ def test_bench_measures_on_an_external_broker_and_cleans_up(
         assert client.get(f"{s.topic_prefix}k") is None
         stack.drop_topics(s)
     names = AdminClient({"bootstrap.servers": broker.url}).list_topics(timeout=10).topics
-    assert not [n for n in names if n.startswith(("b1-raw-", "b2-keys-"))]
+    assert not [n for n in names if n.startswith(("b1-raw-", "b2-keys-", "b3-hwp-", "b4-hwo-"))]
     # The servers it was given still run: the bench stops only what it started.
     assert broker.alive() and valkey.alive()
