@@ -10,6 +10,13 @@ accuracy per model version, the drift scores, the alerts, and the version timeli
 ``model.events`` transition and ``retrain.jobs`` step). Traffic stops ``tail_seconds`` after
 accuracy has recovered (or when the loop has had ``max_seconds``), and the closing summary
 reconciles every event and times each step of the loop from the drift's onset.
+
+The story starts from the demo model trained on the first concept, every time: the demo keeps
+its own artifact store, ``<data_dir>/demo/artifacts``, emptied when it starts (the versions a
+demo retrains mean nothing to the next one, and a champion retrained on the drifted concept
+would see drift from the first event). ``modelstream up`` keeps ``<data_dir>/artifacts``, which
+the demo never touches. An artifact store named in ``MODELSTREAM_ARTIFACT_DIR`` is used as it
+is.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import heapq
 import os
 import random
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,7 +42,7 @@ from ..stack.stack import Stack
 from .traffic import BAD_KINDS, story_events
 from .watch import PipelineWatcher, WatchCounts
 
-__all__ = ["DEMO_SERVICE_ENV", "LoopMilestones", "play_demo", "run_demo"]
+__all__ = ["DEMO_SERVICE_ENV", "LoopMilestones", "demo_settings", "play_demo", "run_demo"]
 
 MODEL = "agrawal"
 
@@ -262,14 +270,24 @@ def run_demo(settings: Settings, *, rate: float = 1500, normal_seconds: float = 
     return code
 
 
+def demo_settings(settings: Settings) -> Settings:
+    """``settings`` for a demo: free ports when the default ones are taken, and the demo's own
+    artifact store, emptied (see the module's doc), unless ``artifact_dir`` names one."""
+    update: dict[str, Any] = {"free_ports": True}
+    if settings.artifact_dir is None:
+        store = settings.data_dir / "demo" / "artifacts"
+        shutil.rmtree(store, ignore_errors=True)
+        update["artifact_dir"] = store
+    return settings.model_copy(update=update)
+
+
 def play_demo(settings: Settings, *, console: Console, rate: float = 1500,
               normal_seconds: float = 30, max_seconds: float = 150, tail_seconds: float = 8,
               drain_timeout: float = 60) -> tuple[int, LoopMilestones]:
     """:func:`run_demo` on ``console``, with the loop's milestones (for ``bench.swaps``)."""
     # A setting given in the environment wins over the demo's own.
     env = {k: v for k, v in DEMO_SERVICE_ENV.items() if k not in os.environ}
-    stack = Stack(settings.model_copy(update={"free_ports": True}), say=console.print,
-                  service_env=env)
+    stack = Stack(demo_settings(settings), say=console.print, service_env=env)
     code, run = 1, DemoRun(rate)
     try:
         resolved = stack.start()

@@ -215,13 +215,19 @@ def test_demo_closes_the_loop_and_leaves_no_process(
     tmp_path: Path, demo_store: ArtifactStore
 ) -> None:
     """`modelstream demo`, shortened: drift → alert → retrain → shadow → promotion → accuracy
-    back up, reported step by step; every child process gone when it exits."""
-    artifacts = tmp_path / "artifacts"  # the demo model, trained once per session; a copy
-    shutil.copytree(demo_store.root, artifacts)  # (the demo adds v2 to its store)
+    back up, reported step by step; every child process gone when it exits.
+
+    It runs where an earlier demo left its retrained version and where `up` keeps a store of
+    its own: the story starts from the demo model it trains, v1, all the same (it used to
+    crown the earlier demo's retrained model), and `up`'s store is left as it was."""
+    for store in (tmp_path / "artifacts", tmp_path / "demo" / "artifacts"):
+        shutil.copytree(demo_store.root, store)
+        earlier = ArtifactStore(store)
+        card = earlier.card("agrawal", "1").model_copy(update={"version": "2"})
+        earlier.publish(earlier.load_bytes("agrawal", "1"), card)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSTREAM_")}
     env.update({
         "MODELSTREAM_DATA_DIR": str(tmp_path),
-        "MODELSTREAM_ARTIFACT_DIR": str(artifacts),
         "MODELSTREAM_KAFKA_PORT": str(free_port()),
         "MODELSTREAM_REDIS_PORT": str(free_port()),
         # Less label wait and a shorter training window than the demo's own: a shorter story.
@@ -243,6 +249,8 @@ def test_demo_closes_the_loop_and_leaves_no_process(
                      if c[0].strip() == step)
         assert cells[1].strip().endswith(" s"), cells  # every step has its time
     assert "agrawal v2 champion" in out  # the version timeline, from model.events
+    assert "model   agrawal v1 trained and stored" in out
+    assert ArtifactStore(tmp_path / "artifacts").versions("agrawal") == ["1", "2"]
     pids = [int(ln.split("pid")[1].split()[0]) for ln in out.splitlines()
             if ln.startswith("service ") and " pid " in ln]
     assert len(pids) >= 6
