@@ -11,12 +11,13 @@ accuracy per model version, the drift scores, the alerts, and the version timeli
 accuracy has recovered (or when the loop has had ``max_seconds``), and the closing summary
 reconciles every event and times each step of the loop from the drift's onset.
 
-The story starts from the demo model trained on the first concept, every time: the demo keeps
-its own artifact store, ``<data_dir>/demo/artifacts``, emptied when it starts (the versions a
-demo retrains mean nothing to the next one, and a champion retrained on the drifted concept
-would see drift from the first event). ``modelstream up`` keeps ``<data_dir>/artifacts``, which
-the demo never touches. An artifact store named in ``MODELSTREAM_ARTIFACT_DIR`` is used as it
-is.
+The demo runs from ``<data_dir>/demo`` (its ``stack.json``, logs and retrain state), so it may
+run beside ``modelstream up``, which runs from ``<data_dir>``. Its story starts from the demo
+model trained on the first concept, every time: its artifact store, ``<data_dir>/demo/artifacts``,
+is emptied when it starts (the versions a demo retrains mean nothing to the next one, and a
+champion retrained on the drifted concept would see drift from the first event); ``up``'s
+store, ``<data_dir>/artifacts``, is never touched. An artifact store named in
+``MODELSTREAM_ARTIFACT_DIR`` is used as it is.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from rich.table import Table
 
 from ..runtime import kafka
 from ..runtime.settings import Settings
-from ..stack.stack import Stack
+from ..stack.stack import DEMO_DIR, Stack
 from .traffic import BAD_KINDS, story_events
 from .watch import PipelineWatcher, WatchCounts
 
@@ -271,11 +272,13 @@ def run_demo(settings: Settings, *, rate: float = 1500, normal_seconds: float = 
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """``settings`` for a demo: free ports when the default ones are taken, and the demo's own
-    artifact store, emptied (see the module's doc), unless ``artifact_dir`` names one."""
-    update: dict[str, Any] = {"free_ports": True}
+    """``settings`` for a demo: free ports when the default ones are taken, the demo's own
+    directory, and its artifact store emptied (see the module's doc) unless ``artifact_dir``
+    names one."""
+    data_dir = settings.data_dir / DEMO_DIR
+    update: dict[str, Any] = {"free_ports": True, "data_dir": data_dir}
     if settings.artifact_dir is None:
-        store = settings.data_dir / "demo" / "artifacts"
+        store = data_dir / "artifacts"
         shutil.rmtree(store, ignore_errors=True)
         update["artifact_dir"] = store
     return settings.model_copy(update=update)
@@ -287,13 +290,17 @@ def play_demo(settings: Settings, *, console: Console, rate: float = 1500,
     """:func:`run_demo` on ``console``, with the loop's milestones (for ``bench.swaps``)."""
     # A setting given in the environment wins over the demo's own.
     env = {k: v for k, v in DEMO_SERVICE_ENV.items() if k not in os.environ}
-    stack = Stack(demo_settings(settings), say=console.print, service_env=env)
+    settings = demo_settings(settings)
+    stack = Stack(settings, say=console.print, service_env=env)
     code, run = 1, DemoRun(rate)
     try:
+        console.print(f"state   {settings.data_dir} (stack.json, logs; `modelstream status` "
+                      "finds it)")
         resolved = stack.start()
         console.print("waiting for the services to join their consumer groups …")
         if not stack.wait_ready(90):
-            console.print("[red]services did not become ready; see the logs in var/logs[/red]")
+            console.print("[red]services did not become ready; see the logs in "
+                          f"{stack.log_dir}[/red]")
             return 1, run.loop
         watcher = PipelineWatcher(resolved).start()
         producer: Producer = kafka.producer(resolved)

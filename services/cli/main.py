@@ -186,8 +186,8 @@ def _up(args: argparse.Namespace) -> int:
     if args.partitions:
         settings = settings.model_copy(update={"partitions": args.partitions})
     stack = Stack(settings)
+    stack.start()  # on failure, what it started is stopped before it raises
     try:
-        stack.start()
         ready = stack.wait_ready(60)
         print("modelstream is up" + ("" if ready else " (some services still starting)")
               + f"; state in {settings.data_dir / 'stack.json'}; Ctrl-C stops everything",

@@ -1,5 +1,10 @@
 """``modelstream up``: the embedded servers, the topics, the demo model and every service,
-supervised, with the endpoints written to ``<data_dir>/stack.json`` for ``modelstream status``."""
+supervised, with the endpoints written to ``<data_dir>/stack.json`` for ``modelstream status``.
+
+One stack runs from a data directory at a time: a second one would overwrite the first's
+``stack.json`` and logs, and delete its ``stack.json`` when it stopped. ``modelstream demo``
+runs from ``<data_dir>/demo``, so it can run beside ``up``; the commands run beside a stack
+read ``up``'s state, or the demo's when only the demo runs."""
 
 from __future__ import annotations
 
@@ -14,12 +19,13 @@ from typing import Any
 import orjson
 
 from ..runtime import kafka
+from ..runtime.errors import StackError
 from ..runtime.settings import Settings
 from .embedded import EmbeddedServer, start_broker, start_valkey
 from .processes import free_port, port_is_free
 from .supervisor import ServiceProcess, Supervisor
 
-__all__ = ["DATA_PLANE", "STACK_SERVICES", "Stack", "read_state"]
+__all__ = ["DATA_PLANE", "DEMO_DIR", "STACK_SERVICES", "Stack", "read_state"]
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +39,40 @@ def state_path(settings: Settings) -> Path:
     return settings.data_dir / "stack.json"
 
 
-def read_state(settings: Settings) -> dict[str, Any] | None:
-    path = state_path(settings)
-    if not path.exists():
+DEMO_DIR = "demo"  # under the data directory: where ``modelstream demo`` runs from
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    try:
+        return dict(orjson.loads(path.read_bytes()))
+    except (OSError, orjson.JSONDecodeError, TypeError, ValueError):
         return None
-    return dict(orjson.loads(path.read_bytes()))
+
+
+def _running(state: dict[str, Any]) -> bool:
+    """Whether the process that wrote ``state`` still runs (a killed stack leaves its file)."""
+    pid = state.get("pid")
+    if type(pid) is not int or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def read_state(settings: Settings) -> dict[str, Any] | None:
+    """The state of the stack run from ``settings.data_dir``: ``up``'s, or the demo's when
+    only the demo runs (``<data_dir>/demo``); ``up``'s file when neither runs, if any."""
+    own = _load(state_path(settings))
+    if own is not None and _running(own):
+        return own
+    demo = _load(settings.data_dir / DEMO_DIR / "stack.json")
+    if demo is not None and _running(demo):
+        return demo
+    return own
 
 
 class Stack:
@@ -66,6 +101,12 @@ class Stack:
         """Start everything; returns the settings the services run with (resolved servers)."""
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        other = _load(state_path(s))
+        if other is not None and _running(other) and other.get("pid") != os.getpid():
+            raise StackError(
+                f"a stack is already running from {s.data_dir} (pid {other['pid']}, broker "
+                f"{other.get('broker')}); stop it first, or give this one a directory of its "
+                "own with MODELSTREAM_DATA_DIR")
         bootstrap, redis_url = s.kafka_bootstrap, s.redis_url
         try:
             if not bootstrap:

@@ -250,6 +250,9 @@ def test_demo_closes_the_loop_and_leaves_no_process(
         assert cells[1].strip().endswith(" s"), cells  # every step has its time
     assert "agrawal v2 champion" in out  # the version timeline, from model.events
     assert "model   agrawal v1 trained and stored" in out
+    assert f"state   {tmp_path / 'demo'} " in out  # beside `up`'s directory, not in it
+    assert (tmp_path / "demo" / "logs" / "predict.log").exists()
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "demo" / "stack.json").exists()
     assert ArtifactStore(tmp_path / "artifacts").versions("agrawal") == ["1", "2"]
     pids = [int(ln.split("pid")[1].split()[0]) for ln in out.splitlines()
             if ln.startswith("service ") and " pid " in ln]
