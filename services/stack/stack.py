@@ -106,7 +106,8 @@ class Stack:
             raise StackError(
                 f"a stack is already running from {s.data_dir} (pid {other['pid']}, broker "
                 f"{other.get('broker')}); stop it first, or give this one a directory of its "
-                "own with MODELSTREAM_DATA_DIR")
+                f"own with MODELSTREAM_DATA_DIR (if pid {other['pid']} is no stack, delete "
+                f"{state_path(s)})")
         bootstrap, redis_url = s.kafka_bootstrap, s.redis_url
         try:
             if not bootstrap:
