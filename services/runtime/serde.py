@@ -228,7 +228,6 @@ class EventDecoder:
         self._reader = schema_for(base_topic)
         self._reader_form = to_parsing_canonical_form(self._reader)
         self._bytes_fields = _bytes_fields(raw_schema(base_topic))
-        self._union_fields = _union_fields(raw_schema(base_topic))
         self._registry = _registry_client(registry_url, registry_conf) if registry_url else None
         self._unknown_id_ttl_s = unknown_id_ttl_s
         # Registry ids are immutable, so a writer schema (or why it is unusable) is kept forever.
