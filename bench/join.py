@@ -47,7 +47,7 @@ from .labels import Labeled
 from .stack import BenchStack, produce_all
 from .throughput import LoopTiming, acknowledged, measure_loop
 
-__all__ = ["JoinTiming", "build_handwired", "measure_join"]
+__all__ = ["First", "JoinTiming", "build_handwired", "measure_join"]
 
 First = Literal["predictions", "outcomes"]
 

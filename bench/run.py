@@ -36,7 +36,7 @@ from services.ingest.service import build as build_ingest
 from services.predict.service import build as build_predict
 
 from . import labels, latency, suite, swaps, throughput
-from .join import build_handwired, measure_join
+from .join import First, build_handwired, measure_join
 from .monitor import measure_monitor, warm_up
 from .poison import POISON_VALID, poison_stream
 from .report import Bar, Figure, format_value, markdown_report, results_json, table
@@ -227,12 +227,11 @@ def _labeled_jobs(stack: BenchStack, plan: Plan, data: Data) -> list[Job]:
             j = measure_join(stack, "jo", labeled, "outcomes")
             return {"join_of": j.rate, "cpu_join_of": j.loop.cpu_per_event_us}, j.note()
 
-        def handwired(first: str) -> Job:
+        def handwired(first: First) -> Job:
             key = "join_hw_pf" if first == "predictions" else "join_hw_of"
 
             def run() -> tuple[dict[str, float], str]:
-                j = measure_join(stack, "jh", labeled, first,  # type: ignore[arg-type]
-                                 build=build_handwired)
+                j = measure_join(stack, "jh", labeled, first, build=build_handwired)
                 return {key: j.rate, f"cpu_{key}": j.loop.cpu_per_event_us}, j.note()
 
             return Job((key, f"cpu_{key}"), run)

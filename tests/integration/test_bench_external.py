@@ -9,7 +9,7 @@ import redis
 from confluent_kafka.admin import AdminClient
 
 from bench import labels
-from bench.join import build_handwired, measure_join
+from bench.join import First, build_handwired, measure_join
 from bench.stack import BenchStack
 from bench.throughput import PASSTHROUGH_OUT, feature_events, measure_passthrough
 from services.stack.embedded import EmbeddedServer
@@ -27,9 +27,9 @@ def test_bench_measures_on_an_external_broker_and_cleans_up(
         timing = measure_passthrough(stack, feature_events(2000, partial=False))
         assert timing.consumed == 2000 and timing.outputs == {PASSTHROUGH_OUT: 2000}
         data = labels.labeled_records(stack.store, *labels.feature_events_with_truth(300))
-        for first in ("predictions", "outcomes"):
-            j = measure_join(stack, f"hw{first[0]}", data, first,  # type: ignore[arg-type]
-                             build=build_handwired)
+        firsts: tuple[First, ...] = ("predictions", "outcomes")
+        for first in firsts:
+            j = measure_join(stack, f"hw{first[0]}", data, first, build=build_handwired)
             assert j.labeled == j.outcomes == len(data.outcomes) == 300
             assert j.loop.first_phase_records == 300 and j.loop.consumed == 600
         s = stack.settings("keys")
